@@ -1,0 +1,159 @@
+"""A Message-API ClientApp that trains and evaluates any torch model.
+
+The app is built from two factories, so it serves our simulations and users' own setups:
+``model_fn(context) -> nn.Module`` and ``data_fn(context) -> ClientData``. Hyper-parameters
+arrive each round in the instruction's ConfigRecord (kebab-case keys, as Flower uses), with
+``defaults`` filling what the server leaves out.
+
+Train reply: ``{"arrays": ArrayRecord(state_dict), "metrics": {"train-loss", "num-examples"}}``.
+Evaluate reply: ``{"metrics": {"eval-loss", "eval-acc", "num-examples"}}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
+from torch import nn
+
+from flower_suite.data.dataset import ArrayDataset
+from flower_suite.training import TrainConfig, evaluate, select_device, train
+
+# ConfigRecord key -> TrainConfig field.
+CONFIG_KEYS: dict[str, str] = {
+    "local-epochs": "local_epochs",
+    "lr": "lr",
+    "momentum": "momentum",
+    "weight-decay": "weight_decay",
+    "batch-size": "batch_size",
+    "proximal-mu": "proximal_mu",  # FedProx puts it here
+}
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """A client's local training data and (optionally) its local evaluation data."""
+
+    train: ArrayDataset
+    test: ArrayDataset | None = None
+
+
+ModelFn = Callable[[Context], nn.Module]
+DataFn = Callable[[Context], ClientData]
+
+
+def train_config_from(record: ConfigRecord | None, defaults: TrainConfig) -> TrainConfig:
+    """Merge the round's ConfigRecord into ``defaults`` (validated by TrainConfig)."""
+    if record is None:
+        return defaults
+    updates = {}
+    for key, field in CONFIG_KEYS.items():
+        if key in record:
+            cast = type(getattr(defaults, field))
+            updates[field] = cast(record[key])
+    return dataclasses.replace(defaults, **updates)
+
+
+def client_seed(base_seed: int, server_round: int, partition_id: int) -> int:
+    """A per-client, per-round seed; equal inputs give equal seeds on every machine."""
+    seq = np.random.SeedSequence([base_seed, server_round, partition_id])
+    return int(seq.generate_state(1, dtype=np.uint32)[0])
+
+
+def partition_id_of(context: Context) -> int:
+    """The client's partition id (simulation) or, failing that, its node id."""
+    return int(context.node_config.get("partition-id", context.node_id))
+
+
+def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
+    """Load the server's arrays into ``model``; a clear error if names or shapes differ."""
+    state = arrays.to_torch_state_dict()
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"server arrays do not fit the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(own[key].shape):
+            raise ValueError(
+                f"server array {key!r} has shape {tuple(tensor.shape)}, "
+                f"model expects {tuple(own[key].shape)}"
+            )
+    model.load_state_dict(state)
+
+
+def make_client_app(
+    model_fn: ModelFn,
+    data_fn: DataFn,
+    *,
+    defaults: TrainConfig | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    mods: Sequence[Mod] = (),
+) -> ClientApp:
+    """Build the ClientApp; ``mods`` wrap every handler (secure aggregation, attacks, ...).
+
+    ``device`` pins the torch device ("cpu", "cuda"); by default CUDA is used when Ray (or
+    the deployment) makes a GPU visible to this client.
+    """
+    train_defaults = defaults or TrainConfig()
+
+    def pick_device() -> torch.device:
+        return torch.device(device) if device else select_device()
+
+    app = ClientApp(mods=list(mods))
+
+    @app.train()
+    def _train(msg: Message, context: Context) -> Message:
+        config = msg.content.config_records.get("config")
+        hparams = train_config_from(config, train_defaults)
+        server_round = int(config.get("server-round", 0)) if config is not None else 0
+        base_seed = int(config.get("seed", seed)) if config is not None else seed
+        model = model_fn(context)
+        load_arrays(model, msg.content["arrays"])
+        data = data_fn(context)
+        result = train(
+            model,
+            data.train,
+            hparams,
+            seed=client_seed(base_seed, server_round, partition_id_of(context)),
+            device=pick_device(),
+        )
+        model.to("cpu")
+        metrics = MetricRecord({"train-loss": result.loss, "num-examples": result.num_examples})
+        content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
+        return Message(content=content, reply_to=msg)
+
+    @app.evaluate()
+    def _evaluate(msg: Message, context: Context) -> Message:
+        data = data_fn(context)
+        if data.test is None:
+            raise ValueError("this client has no evaluation data")
+        model = model_fn(context)
+        load_arrays(model, msg.content["arrays"])
+        result = evaluate(model, data.test, device=pick_device())
+        metrics = MetricRecord(
+            {
+                "eval-loss": result.loss,
+                "eval-acc": result.accuracy,
+                "num-examples": result.num_examples,
+            }
+        )
+        return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+    return app
+
+
+def set_torch_threads(num_threads: int) -> None:
+    """Match torch's intra-op threads to the client's CPU share (avoids oversubscription)."""
+    if num_threads >= 1 and torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)

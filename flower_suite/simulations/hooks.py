@@ -1,0 +1,131 @@
+"""Per-round server-side measurements: the extensible hook mechanism of the runner.
+
+A hook is called once per round (and once for round 0, the initial model) with the current
+global arrays and returns metrics to add to that round's record. Hooks are built by factories
+that receive a :class:`HookContext`, so one can reach the strategy (selection records), the
+metered grid (bytes) or the task (model, data). Later issues add backdoor accuracy etc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from flwr.app import ArrayRecord, Message
+from flwr.serverapp import Grid
+
+from flower_suite.clients.client_app import load_arrays
+from flower_suite.data.dataset import ArrayDataset
+from flower_suite.training import evaluate, select_device
+
+
+class RoundHook(Protocol):
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> Mapping[str, float]: ...
+
+
+@dataclass
+class HookContext:
+    """What a hook factory may use."""
+
+    task: Any  # ExperimentTask (typed loosely to avoid an import cycle)
+    strategy: Any
+    grid: MeteredGrid
+
+
+HookFactory = Callable[[HookContext], RoundHook]
+
+
+class TestSetEvaluation:
+    """Loss and accuracy of the global model on the held-out test set."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(
+        self, model_fn: Callable[[], Any], test: ArrayDataset, prefix: str = "test"
+    ) -> None:
+        self.model = model_fn()
+        self.test = test
+        self.prefix = prefix
+        self.device = select_device()
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> Mapping[str, float]:
+        load_arrays(self.model, arrays)
+        result = evaluate(self.model, self.test, device=self.device)
+        return {f"{self.prefix}-loss": result.loss, f"{self.prefix}-acc": result.accuracy}
+
+
+def test_set_evaluation(ctx: HookContext) -> RoundHook:
+    """Default hook factory: evaluate on the experiment's test split."""
+    return TestSetEvaluation(ctx.task.build_model, ctx.task.data()[1])
+
+
+def communication(ctx: HookContext) -> RoundHook:
+    """Bytes of arrays sent to and received from clients since the last round."""
+
+    def hook(server_round: int, arrays: ArrayRecord) -> Mapping[str, float]:
+        sent, received = ctx.grid.take_counts()
+        return {"bytes-sent": float(sent), "bytes-received": float(received)}
+
+    return hook
+
+
+DEFAULT_HOOKS: tuple[HookFactory, ...] = (test_set_evaluation, communication)
+
+
+def _array_bytes(messages: Iterable[Message]) -> int:
+    total = 0
+    for msg in messages:
+        if msg.has_content():
+            total += sum(rec.count_bytes() for rec in msg.content.array_records.values())
+    return total
+
+
+class MeteredGrid(Grid):
+    """A Grid that forwards everything to ``inner`` and counts the bytes of ArrayRecords."""
+
+    def __init__(self, inner: Grid) -> None:
+        self.inner = inner
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def take_counts(self) -> tuple[int, int]:
+        """Bytes sent and received since the previous call."""
+        counts = (self.bytes_sent, self.bytes_received)
+        self.bytes_sent = self.bytes_received = 0
+        return counts
+
+    @property
+    def run(self) -> Any:  # type: ignore[override]
+        return self.inner.run
+
+    def set_run(self, run_id: int) -> None:
+        self.inner.set_run(run_id)
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
+        return self.inner.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.inner.get_node_ids()
+
+    def get_nodes(self, *args: Any, **kwargs: Any) -> Any:
+        return self.inner.get_nodes(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        self.bytes_sent += _array_bytes(messages)
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self.inner.pull_messages(message_ids))
+        self.bytes_received += _array_bytes(replies)
+        return replies
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        self.bytes_sent += _array_bytes(messages)
+        replies = list(self.inner.send_and_receive(messages, timeout=timeout))
+        self.bytes_received += _array_bytes(replies)
+        return replies

@@ -1,0 +1,132 @@
+"""The run directory: resolved config, per-round metrics (JSON lines and CSV), model, plot.
+
+Layout of ``<output_dir>/<name>-<timestamp>/``::
+
+    config.toml      the resolved experiment (re-runnable with `flower-suite run`)
+    partitions.txt   per-client label histogram
+    metrics.jsonl    one JSON object per round, written as the round ends
+    metrics.csv      the same rows as a table, written at the end
+    model.pt         the final global model's state_dict
+    summary.json     final metrics, wall time, versions
+    plot.png         accuracy and loss per round
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+import torch
+from torch import nn
+
+
+def unique_run_dir(output_dir: str | Path, name: str) -> Path:
+    """A fresh directory ``<output_dir>/<name>-<timestamp>[-k]`` (never reuses one)."""
+    base = Path(output_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, k = base, 1
+    while candidate.exists():
+        candidate = base.with_name(f"{base.name}-{k}")
+        k += 1
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+class RunRecorder:
+    """Writes one run directory; each method is safe to call as the run progresses."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self._jsonl = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+
+    @classmethod
+    def create(cls, output_dir: str | Path, name: str) -> RunRecorder:
+        return cls(unique_run_dir(output_dir, name))
+
+    def write_config(self, resolved: Mapping[str, Any]) -> None:
+        (self.run_dir / "config.toml").write_text(tomli_w.dumps(dict(resolved)))
+
+    def write_partitions(self, table: str) -> None:
+        (self.run_dir / "partitions.txt").write_text(table + "\n")
+
+    def log_round(self, row: Mapping[str, Any]) -> None:
+        self._jsonl.write(json.dumps(dict(row)) + "\n")
+        self._jsonl.flush()
+
+    def finish(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        model: nn.Module | None,
+        summary: Mapping[str, Any],
+    ) -> None:
+        self._jsonl.close()
+        write_csv(self.run_dir / "metrics.csv", rows)
+        if model is not None:
+            torch.save(model.state_dict(), self.run_dir / "model.pt")
+        info = {
+            **dict(summary),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "flwr": _version("flwr"),
+        }
+        (self.run_dir / "summary.json").write_text(json.dumps(info, indent=2) + "\n")
+        if rows:
+            plot_rounds(rows, self.run_dir / "plot.png", title=str(summary.get("name", "")))
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows with possibly different keys -> one CSV (missing cells empty)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_rounds(rows: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> None:
+    """Accuracy (left) and loss (right) per round for every ``*-acc`` / ``*-loss`` series."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
+    keys = sorted({k for row in rows for k in row})
+    for key in keys:
+        points = [(r["round"], r[key]) for r in rows if key in r and r[key] is not None]
+        if not points:
+            continue
+        xs, ys = np.array(points, dtype=float).T
+        if key.endswith("-acc"):
+            ax_acc.plot(xs, ys, marker="o", ms=3, label=key)
+        elif key.endswith("-loss"):
+            ax_loss.plot(xs, ys, marker="o", ms=3, label=key)
+    for ax, label in ((ax_acc, "accuracy"), (ax_loss, "loss")):
+        ax.set_xlabel("round")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    ax_acc.set_ylim(0, 1)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,133 @@
+"""Run an experiment on Flower's simulation engine with the Ray backend.
+
+Everything that can fail on the user's input (config, data, model/data shapes) is checked
+before Ray starts. The ServerApp and ClientApp are the same ones ``flwr run`` starts; here they
+are built in-process so the config travels by closure instead of through ``run_config``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from flower_suite.clients.client_app import make_client_app, partition_id_of, set_torch_threads
+from flower_suite.simulations.config import ExperimentConfig
+from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookFactory
+from flower_suite.simulations.recording import RunRecorder
+from flower_suite.simulations.server import RoundCallback, RunResult, server_main
+from flower_suite.simulations.task import ExperimentTask
+
+
+def simulation_client_app(task: ExperimentTask) -> ClientApp:
+    """The torch ClientApp for ``task``: partition from ``partition-id``, model from config."""
+    threads = max(1, int(task.config.resources.num_cpus))
+
+    def model_fn(context: Context):
+        set_torch_threads(threads)
+        return task.build_model()
+
+    def data_fn(context: Context):
+        return task.client_data(partition_id_of(context))
+
+    # A client given no GPU share trains on the CPU even where GPUs are visible.
+    device = "cpu" if task.config.resources.num_gpus == 0 else None
+    return make_client_app(
+        model_fn, data_fn, defaults=task.train_config, seed=task.config.seed, device=device
+    )
+
+
+class _DropKnownNoise(logging.Filter):
+    """Hide Flower warnings that say nothing to a runner user (we chose these settings)."""
+
+    NOISE = ("`run_simulation` function is deprecated", "fraction_evaluate is set to 0.0")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in self.NOISE)
+
+
+def backend_config(config: ExperimentConfig) -> dict[str, dict[str, float | int | str | bool]]:
+    """Ray backend settings: per-client resources from the config."""
+    return {
+        "client_resources": {
+            "num_cpus": config.resources.num_cpus,
+            "num_gpus": config.resources.num_gpus,
+        },
+        "init_args": {"num_cpus": os.cpu_count() or 1, "log_to_driver": False},
+    }
+
+
+def prepare(config: ExperimentConfig) -> ExperimentTask:
+    """Load data, partition and check the model on it: every user-input failure happens here."""
+    task = ExperimentTask(config)
+    task.data()
+    task.partitions()
+    task.check_model_fits_data()
+    return task
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    hooks: Sequence[HookFactory] = DEFAULT_HOOKS,
+    on_round: RoundCallback | None = None,
+    output_dir: str | Path | None = None,
+    record: bool = True,
+    quiet: bool = True,
+) -> RunResult:
+    """Run ``config`` on the Ray simulation engine and return per-round metrics.
+
+    With ``record`` the run directory is written under ``output_dir`` (default:
+    ``config.output_dir``). ``quiet`` lowers Flower's per-round INFO logs to warnings.
+    """
+    from flwr.simulation import run_simulation
+
+    task = prepare(config)
+    recorder = RunRecorder.create(output_dir or config.output_dir, config.name) if record else None
+    outcome: dict[str, RunResult | BaseException] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        try:
+            outcome["result"] = server_main(
+                grid, config, hooks=hooks, recorder=recorder, on_round=on_round
+            )
+        except BaseException as err:  # surfaced to the caller below
+            outcome["error"] = err
+            raise
+
+    flwr_logger = logging.getLogger("flwr")
+    previous = flwr_logger.level
+    noise = _DropKnownNoise()
+    if quiet:
+        flwr_logger.setLevel(logging.WARNING)
+        flwr_logger.addFilter(noise)
+    try:
+        with warnings.catch_warnings():
+            # Ray's notice about a future default; we pin the device per client ourselves.
+            warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.*")
+            run_simulation(
+                server_app=server_app,
+                client_app=simulation_client_app(task),
+                num_supernodes=config.num_clients,
+                backend_name="ray",
+                backend_config=backend_config(config),  # type: ignore[arg-type]
+            )
+    finally:
+        flwr_logger.setLevel(previous)
+        flwr_logger.removeFilter(noise)
+    if "error" in outcome:
+        raise RuntimeError(f"experiment {config.name!r} failed: {outcome['error']}") from outcome[
+            "error"
+        ]  # type: ignore[misc]
+    if "result" not in outcome:
+        raise RuntimeError(f"experiment {config.name!r} ended without a result")
+    return outcome["result"]  # type: ignore[return-value]

@@ -1,0 +1,160 @@
+"""The server side of an experiment, shared by the runner and the ``flwr run`` app.
+
+``server_main`` builds the strategy from the config, wraps the Grid to meter bytes, runs
+``strategy.start`` with the round hooks as ``evaluate_fn``, and records every round.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from flower_suite.clients.client_app import load_arrays
+from flower_suite.data.partition import format_histograms
+from flower_suite.simulations.config import ExperimentConfig
+from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookContext, HookFactory, MeteredGrid
+from flower_suite.simulations.recording import RunRecorder
+from flower_suite.simulations.task import ExperimentTask, accepts
+from flower_suite.strategies import STRATEGIES
+
+RoundCallback = Callable[[Mapping[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What a finished experiment returns."""
+
+    config: ExperimentConfig
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    final_arrays: ArrayRecord | None = None
+    run_dir: Any = None  # pathlib.Path when recorded
+    wall_time_s: float = 0.0
+
+    @property
+    def final(self) -> dict[str, Any]:
+        return self.rows[-1] if self.rows else {}
+
+
+class _MetricsTap:
+    """Aggregates client metrics like Flower does, and keeps the latest for the round row."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, float] = {}
+
+    def aggregator(self, prefix: str) -> Callable[[list[RecordDict], str], MetricRecord]:
+        def aggregate(records: list[RecordDict], weighting_key: str) -> MetricRecord:
+            result = aggregate_metricrecords(records, weighting_key)
+            # "train-loss" -> "train-loss", "eval-acc" -> "client-eval-acc", "x" -> "train-x"
+            tail = prefix.rsplit("-", 1)[-1] + "-"
+            for key, value in result.items():
+                if key != weighting_key and isinstance(value, int | float):
+                    self.pending[f"{prefix}-{key.removeprefix(tail)}"] = float(value)
+            self.pending[f"{prefix}-clients"] = float(len(records))
+            return result
+
+        return aggregate
+
+    def take(self) -> dict[str, float]:
+        out, self.pending = self.pending, {}
+        return out
+
+
+def build_strategy(config: ExperimentConfig, tap: _MetricsTap | None = None) -> Strategy:
+    """The configured strategy, with sampling derived from clients_per_round."""
+    factory = STRATEGIES.get(config.strategy.name)
+    n, m, e = config.num_clients, config.sampled_clients, config.evaluate_clients
+    derived: dict[str, Any] = {
+        # min_train_nodes = m makes the sample exactly m despite float rounding of m / n.
+        "fraction_train": m / n,
+        "min_train_nodes": m,
+        "min_available_nodes": n,
+        "fraction_evaluate": e / n,
+        "min_evaluate_nodes": e,
+    }
+    if tap is not None:
+        derived["train_metrics_aggr_fn"] = tap.aggregator("train")
+        derived["evaluate_metrics_aggr_fn"] = tap.aggregator("client-eval")
+    kwargs = {k: v for k, v in derived.items() if accepts(factory, k)}
+    kwargs.update(config.strategy.kwargs)
+    return factory(**kwargs)
+
+
+def train_config_record(config: ExperimentConfig) -> ConfigRecord:
+    """Client hyper-parameters as sent each round (kebab-case, as the ClientApp reads them)."""
+    c = config.client
+    return ConfigRecord(
+        {
+            "lr": c.lr,
+            "local-epochs": c.local_epochs,
+            "momentum": c.momentum,
+            "weight-decay": c.weight_decay,
+            "batch-size": c.batch_size,
+            "proximal-mu": c.proximal_mu,
+            "seed": config.seed,
+        }
+    )
+
+
+def server_main(
+    grid: Grid,
+    config: ExperimentConfig,
+    *,
+    hooks: Sequence[HookFactory] = DEFAULT_HOOKS,
+    recorder: RunRecorder | None = None,
+    on_round: RoundCallback | None = None,
+) -> RunResult:
+    """Run ``config.rounds`` rounds of the configured strategy on ``grid``."""
+    random.seed(config.seed)  # Flower samples clients with the `random` module
+    task = ExperimentTask(config)
+    tap = _MetricsTap()
+    strategy = build_strategy(config, tap)
+    metered = MeteredGrid(grid)
+    context = HookContext(task=task, strategy=strategy, grid=metered)
+    round_hooks = [factory(context) for factory in hooks]
+    result = RunResult(config=config)
+    if recorder is not None:
+        recorder.write_config(config.to_dict())
+        recorder.write_partitions(format_histograms(task.label_histograms()))
+        result.run_dir = recorder.run_dir
+
+    start = time.perf_counter()
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        row: dict[str, Any] = {"round": server_round}
+        for hook in round_hooks:
+            row.update(hook(server_round, arrays))
+        row.update(tap.take())
+        row["elapsed-s"] = time.perf_counter() - start
+        result.rows.append(row)
+        if recorder is not None:
+            recorder.log_round(row)
+        if on_round is not None:
+            on_round(row)
+        return MetricRecord({k: v for k, v in row.items() if isinstance(v, int | float)})
+
+    outcome = strategy.start(
+        grid=metered,
+        initial_arrays=ArrayRecord(task.build_model(seed=config.seed).state_dict()),
+        num_rounds=config.rounds,
+        train_config=train_config_record(config),
+        evaluate_fn=evaluate_fn,
+    )
+    result.final_arrays = outcome.arrays
+    result.wall_time_s = time.perf_counter() - start
+    if recorder is not None:
+        model = task.build_model()
+        load_arrays(model, outcome.arrays)
+        recorder.finish(
+            result.rows,
+            model,
+            {"name": config.name, "wall_time_s": result.wall_time_s, "final": result.final},
+        )
+    return result

@@ -1,0 +1,133 @@
+"""Turn an experiment config into the pieces Flower needs: model factory and client data.
+
+Loading and partitioning are cached per process, keyed by the (frozen, hashable) config
+sections: a Ray actor that serves many clients over many rounds loads the data once.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from flower_suite.clients.client_app import ClientData
+from flower_suite.data.dataset import ArrayDataset
+from flower_suite.data.partition import PartitionSpec, label_histograms, partition_indices
+from flower_suite.data.registry import load_dataset
+from flower_suite.models import MODELS
+from flower_suite.simulations.config import DataConfig, ExperimentConfig, PartitionConfig
+from flower_suite.training import TrainConfig
+
+
+@functools.lru_cache(maxsize=4)
+def load_split(data: DataConfig, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
+    """The experiment's (train, test) data, loaded once per process."""
+    return load_dataset(data.dataset, data.path, data.test_fraction, seed)
+
+
+@functools.lru_cache(maxsize=4)
+def client_partitions(
+    data: DataConfig, partition: PartitionConfig, num_clients: int, seed: int
+) -> tuple[np.ndarray, ...]:
+    """Each client's training indices (deterministic in ``seed``)."""
+    train, _ = load_split(data, seed)
+    spec = PartitionSpec(
+        scheme=partition.scheme,  # type: ignore[arg-type]
+        alpha=partition.alpha,
+        classes_per_client=partition.classes_per_client,
+        min_partition_size=partition.min_partition_size,
+        seed=seed,
+    )
+    return tuple(partition_indices(train, num_clients, spec))
+
+
+@dataclass(frozen=True)
+class ExperimentTask:
+    """Model and data factories for one experiment (picklable: it holds only the config)."""
+
+    config: ExperimentConfig
+
+    @property
+    def train_config(self) -> TrainConfig:
+        c = self.config.client
+        return TrainConfig(
+            local_epochs=c.local_epochs,
+            lr=c.lr,
+            momentum=c.momentum,
+            weight_decay=c.weight_decay,
+            batch_size=c.batch_size,
+            proximal_mu=c.proximal_mu,
+        )
+
+    def data(self) -> tuple[ArrayDataset, ArrayDataset]:
+        return load_split(self.config.data, self.config.seed)
+
+    def partitions(self) -> tuple[np.ndarray, ...]:
+        c = self.config
+        return client_partitions(c.data, c.partition, c.num_clients, c.seed)
+
+    def label_histograms(self) -> np.ndarray:
+        return label_histograms(self.data()[0], list(self.partitions()))
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Config kwargs plus num_classes / in_channels inferred from the data when accepted."""
+        kwargs = dict(self.config.model.kwargs)
+        params = MODELS.parameters(self.config.model.name)
+        train, _ = self.data()
+        if "num_classes" in params:
+            kwargs.setdefault("num_classes", train.num_classes)
+        if "in_channels" in params and train.x.ndim == 4:
+            kwargs.setdefault("in_channels", int(train.x.shape[1]))
+        return kwargs
+
+    def build_model(self, seed: int | None = None) -> nn.Module:
+        """A fresh model; with ``seed``, its initial weights are deterministic."""
+        factory = MODELS.get(self.config.model.name)
+        if seed is None:
+            return factory(**self.model_kwargs())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return factory(**self.model_kwargs())
+
+    def client_data(self, partition_id: int) -> ClientData:
+        """Training partition ``partition_id`` plus an IID shard of the test set."""
+        n = self.config.num_clients
+        if not 0 <= partition_id < n:
+            raise ValueError(f"partition-id {partition_id} outside [0, {n})")
+        train, test = self.data()
+        order = np.random.default_rng(self.config.seed).permutation(len(test))
+        shard = np.array_split(order, n)[partition_id]
+        return ClientData(
+            train=train.subset(self.partitions()[partition_id]),
+            test=test.subset(shard) if len(shard) else None,
+        )
+
+    def check_model_fits_data(self) -> None:
+        """Run one test batch through the model, so a shape mismatch fails before simulating."""
+        _, test = self.data()
+        model = self.build_model(seed=0)
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.as_tensor(test.x[:2]))
+        except RuntimeError as err:
+            raise ValueError(
+                f"model {self.config.model.name!r} does not accept {self.config.data.dataset} "
+                f"inputs of shape {tuple(test.x.shape[1:])}: {err}"
+            ) from err
+        if out.ndim != 2 or out.shape[1] != test.num_classes:
+            raise ValueError(
+                f"model {self.config.model.name!r} outputs {tuple(out.shape[1:])} but "
+                f"{self.config.data.dataset} has {test.num_classes} classes"
+            )
+
+
+def accepts(factory: Any, name: str) -> bool:
+    """Whether ``factory`` takes keyword ``name`` (or ``**kwargs``)."""
+    params = inspect.signature(factory).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
