@@ -65,12 +65,13 @@ def backend_config(config: ExperimentConfig) -> dict[str, dict[str, float | int 
 
 
 def prepare(config: ExperimentConfig) -> ExperimentTask:
-    """Load data, partition and check the model on it: every user-input failure happens here."""
+    """Load data, partition and check the model on it: every user-input failure happens here.
+
+    The returned task carries the partitions (and small data) to the Ray actors.
+    """
     task = ExperimentTask(config)
-    task.data()
-    task.partitions()
     task.check_model_fits_data()
-    return task
+    return task.preloaded()
 
 
 def run_experiment(
@@ -98,7 +99,7 @@ def run_experiment(
     def _main(grid: Grid, context: Context) -> None:
         try:
             outcome["result"] = server_main(
-                grid, config, hooks=hooks, recorder=recorder, on_round=on_round
+                grid, config, hooks=hooks, recorder=recorder, on_round=on_round, task=task
             )
         except BaseException as err:  # surfaced to the caller below
             outcome["error"] = err

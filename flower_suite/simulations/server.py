@@ -110,10 +110,11 @@ def server_main(
     hooks: Sequence[HookFactory] = DEFAULT_HOOKS,
     recorder: RunRecorder | None = None,
     on_round: RoundCallback | None = None,
+    task: ExperimentTask | None = None,
 ) -> RunResult:
     """Run ``config.rounds`` rounds of the configured strategy on ``grid``."""
     random.seed(config.seed)  # Flower samples clients with the `random` module
-    task = ExperimentTask(config)
+    task = task or ExperimentTask(config)
     tap = _MetricsTap()
     strategy = build_strategy(config, tap)
     metered = MeteredGrid(grid)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,11 +46,29 @@ def client_partitions(
     return tuple(partition_indices(train, num_clients, spec))
 
 
+# Data up to this size travels inside the pickled ClientApp to each Ray actor; larger data
+# is loaded (once, cached) by every actor instead.
+SHIP_DATA_LIMIT_BYTES = 64 * 2**20
+
+
 @dataclass(frozen=True)
 class ExperimentTask:
-    """Model and data factories for one experiment (picklable: it holds only the config)."""
+    """Model and data factories for one experiment (picklable).
+
+    ``split`` and ``parts`` optionally carry data and partition indices computed by the
+    driver, so Ray actors need not reload and repartition them (see :meth:`preloaded`).
+    """
 
     config: ExperimentConfig
+    split: tuple[ArrayDataset, ArrayDataset] | None = field(default=None, compare=False, repr=False)
+    parts: tuple[np.ndarray, ...] | None = field(default=None, compare=False, repr=False)
+
+    def preloaded(self, ship_limit_bytes: int = SHIP_DATA_LIMIT_BYTES) -> ExperimentTask:
+        """A copy carrying the partitions, and the data too when it is under the limit."""
+        train, test = self.data()
+        size = sum(a.nbytes for d in (train, test) for a in (d.x, d.y))
+        split = (train, test) if size <= ship_limit_bytes else None
+        return ExperimentTask(self.config, split=split, parts=self.partitions())
 
     @property
     def train_config(self) -> TrainConfig:
@@ -65,9 +83,13 @@ class ExperimentTask:
         )
 
     def data(self) -> tuple[ArrayDataset, ArrayDataset]:
+        if self.split is not None:
+            return self.split
         return load_split(self.config.data, self.config.seed)
 
     def partitions(self) -> tuple[np.ndarray, ...]:
+        if self.parts is not None:
+            return self.parts
         c = self.config
         return client_partitions(c.data, c.partition, c.num_clients, c.seed)
 
