@@ -18,6 +18,28 @@ class RegistryError(ValueError):
     """A name or a parameter that a registry cannot resolve."""
 
 
+def accepted_parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    """Keyword parameters of ``factory``; for classes, merged along ``**kwargs`` forwarding."""
+    if not inspect.isclass(factory):
+        return dict(inspect.signature(factory).parameters)
+    merged: dict[str, inspect.Parameter] = {}
+    for klass in factory.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters
+        forwards = False
+        for key, param in list(params.items())[1:]:  # skip self
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                forwards = True
+            elif param.kind is not inspect.Parameter.VAR_POSITIONAL:
+                merged.setdefault(key, param)
+        if not forwards:
+            return merged
+    # The chain ends in a **kwargs sink: keep that open.
+    merged["kwargs"] = inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)
+    return merged
+
+
 class Registry(Generic[T]):
     """Maps names to factories (classes or functions returning ``T``).
 
@@ -57,8 +79,12 @@ class Registry(Generic[T]):
         return self._factories[key]
 
     def parameters(self, name: str) -> Mapping[str, inspect.Parameter]:
-        """The keyword parameters the factory accepts (used to validate configs)."""
-        return inspect.signature(self.get(name)).parameters
+        """The keyword parameters the factory accepts (used to validate configs).
+
+        For a class whose ``__init__`` forwards ``**kwargs`` to its parent, the parents'
+        parameters are merged in (walking the MRO), so configs are still checked by name.
+        """
+        return accepted_parameters(self.get(name))
 
     def check_kwargs(self, name: str, kwargs: Mapping[str, Any], *, field: str) -> None:
         """Raise a ``RegistryError`` naming ``field.<key>`` for any parameter not accepted."""

@@ -233,3 +233,21 @@ def test_kind_appears_in_messages() -> None:
 
     with pytest.raises(RegistryError, match="unknown aggregation strategy 'x'"):
         registry.get("x")
+
+
+def test_parameters_follow_kwargs_forwarding_along_the_mro() -> None:
+    """A subclass forwarding **kwargs to its parent is validated with the parent's names."""
+
+    class Base:
+        def __init__(self, alpha: int = 1, beta: int = 2) -> None: ...
+
+    class Child(Base):
+        def __init__(self, *args: object, gamma: int = 3, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    registry: Registry[object] = Registry("thing")
+    registry.register("child", Child)
+    assert set(registry.parameters("child")) == {"alpha", "beta", "gamma"}
+    registry.check_kwargs("child", {"alpha": 0, "gamma": 1}, field="thing")
+    with pytest.raises(RegistryError, match=r"^thing\.delta"):
+        registry.check_kwargs("child", {"delta": 0}, field="thing")

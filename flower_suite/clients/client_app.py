@@ -71,6 +71,17 @@ def partition_id_of(context: Context) -> int:
     return int(context.node_config.get("partition-id", context.node_id))
 
 
+def with_partition(context: Context, partition_id: int) -> Context:
+    """A copy of ``context`` whose ``partition-id`` is ``partition_id``."""
+    return Context(
+        run_id=context.run_id,
+        node_id=context.node_id,
+        node_config={**context.node_config, "partition-id": partition_id},
+        state=context.state,
+        run_config=context.run_config,
+    )
+
+
 def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
     """Load the server's arrays into ``model``; a clear error if names or shapes differ."""
     state = arrays.to_torch_state_dict()
@@ -118,6 +129,10 @@ def make_client_app(
         hparams = train_config_from(config, train_defaults)
         server_round = int(config.get("server-round", 0)) if config is not None else 0
         base_seed = int(config.get("seed", seed)) if config is not None else seed
+        # A server that controls data assignment (DETOX) names the partition to train on;
+        # the batch seed follows the partition, so replicas compute identical updates.
+        if config is not None and "data-partition" in config:
+            context = with_partition(context, int(config["data-partition"]))
         model = model_fn(context)
         load_arrays(model, msg.content["arrays"])
         data = data_fn(context)

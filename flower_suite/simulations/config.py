@@ -5,7 +5,7 @@ Schema (every field optional except where a default cannot be guessed; see
 
     name, seed, rounds, num_clients, clients_per_round, evaluate_clients, output_dir
     [data]       dataset, path, test_fraction
-    [partition]  scheme, alpha, classes_per_client, min_partition_size
+    [partition]  scheme, alpha, classes_per_client, min_partition_size, num_partitions
     [model]      name, <model keyword arguments>
     [strategy]   name, <strategy keyword arguments>
     [client]     local_epochs, lr, momentum, weight_decay, batch_size, proximal_mu
@@ -46,6 +46,10 @@ class PartitionConfig:
     alpha: float = 0.5
     classes_per_client: int = 2
     min_partition_size: int = 1
+    # Data partitions; 0 = one per client. Fewer partitions than clients means clients
+    # share data: client i trains on partition i mod num_partitions unless the strategy
+    # assigns one (DETOX assigns each node group one partition).
+    num_partitions: int = 0
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,11 @@ def validate(config: ExperimentConfig) -> None:
     _check(
         config.partition.scheme in SCHEMES,
         f"partition.scheme: must be one of {SCHEMES}, not {config.partition.scheme!r}",
+    )
+    _check(
+        0 <= config.partition.num_partitions <= config.num_clients,
+        f"partition.num_partitions: must be in [0, num_clients={config.num_clients}], "
+        f"not {config.partition.num_partitions}",
     )
     _check(
         config.partition.alpha > 0, f"partition.alpha: must be > 0, not {config.partition.alpha}"

@@ -20,6 +20,7 @@ from flower_suite.data.dataset import ArrayDataset
 from flower_suite.data.partition import PartitionSpec, label_histograms, partition_indices
 from flower_suite.data.registry import load_dataset
 from flower_suite.models import MODELS
+from flower_suite.registry import accepted_parameters
 from flower_suite.simulations.config import DataConfig, ExperimentConfig, PartitionConfig
 from flower_suite.training import TrainConfig
 
@@ -91,7 +92,11 @@ class ExperimentTask:
         if self.parts is not None:
             return self.parts
         c = self.config
-        return client_partitions(c.data, c.partition, c.num_clients, c.seed)
+        return client_partitions(c.data, c.partition, self.num_partitions, c.seed)
+
+    @property
+    def num_partitions(self) -> int:
+        return self.config.partition.num_partitions or self.config.num_clients
 
     def label_histograms(self) -> np.ndarray:
         return label_histograms(self.data()[0], list(self.partitions()))
@@ -117,15 +122,16 @@ class ExperimentTask:
             return factory(**self.model_kwargs())
 
     def client_data(self, partition_id: int) -> ClientData:
-        """Training partition ``partition_id`` plus an IID shard of the test set."""
+        """Training partition ``partition_id mod num_partitions`` plus a test-set shard."""
         n = self.config.num_clients
         if not 0 <= partition_id < n:
             raise ValueError(f"partition-id {partition_id} outside [0, {n})")
+        data_partition = partition_id % self.num_partitions
         train, test = self.data()
         order = np.random.default_rng(self.config.seed).permutation(len(test))
-        shard = np.array_split(order, n)[partition_id]
+        shard = np.array_split(order, self.num_partitions)[data_partition]
         return ClientData(
-            train=train.subset(self.partitions()[partition_id]),
+            train=train.subset(self.partitions()[data_partition]),
             test=test.subset(shard) if len(shard) else None,
         )
 
@@ -150,6 +156,6 @@ class ExperimentTask:
 
 
 def accepts(factory: Any, name: str) -> bool:
-    """Whether ``factory`` takes keyword ``name`` (or ``**kwargs``)."""
-    params = inspect.signature(factory).parameters
+    """Whether ``factory`` takes keyword ``name`` (or ``**kwargs``), following the MRO."""
+    params = accepted_parameters(factory)
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

@@ -135,3 +135,31 @@ def test_pinned_cpu_device(task_identity: None) -> None:
     """device='cpu' trains on the CPU whatever is visible."""
     reply = _app(device="cpu")(_message(MLP(), MessageType.TRAIN), _context())
     assert not reply.has_error(), reply.error
+
+
+def test_server_assigned_partition_gives_identical_replicas(task_identity: None) -> None:
+    """Two nodes told to train on the same data partition return bitwise-equal models.
+
+    This is what DETOX's majority vote relies on: the server controls data assignment and
+    the batch seed follows the data partition, not the node.
+    """
+    seen: list[int] = []
+    splits = {p: TRAIN.subset(np.arange(p * 100, p * 100 + 100)) for p in range(3)}
+
+    def data_fn(ctx: Context) -> ClientData:
+        seen.append(int(ctx.node_config["partition-id"]))
+        return ClientData(train=splits[int(ctx.node_config["partition-id"])])
+
+    app = make_client_app(lambda ctx: MLP(), data_fn)
+    torch.manual_seed(0)
+    model = MLP()
+
+    def weights(node_partition: int, data_partition: int) -> np.ndarray:
+        config = {"server-round": 2, "data-partition": data_partition}
+        reply = app(_message(model, MessageType.TRAIN, config), _context(node_partition))
+        return reply.content["arrays"].to_torch_state_dict()["net.1.weight"].numpy()
+
+    a, b, c = weights(0, 2), weights(1, 2), weights(1, 1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert seen == [2, 2, 1]

@@ -64,3 +64,15 @@ def test_prepared_task_ships_partitions_and_small_data() -> None:
         )
     big = ExperimentTask(config).preloaded(ship_limit_bytes=1)
     assert big.split is None and big.parts is not None
+
+
+def test_fewer_partitions_than_clients_share_data() -> None:
+    """num_partitions = 5 over 10 clients: client i and i + 5 train on the same data."""
+    task = ExperimentTask(load_config("digits_fedavg", ["partition.num_partitions=5"]))
+    assert len(task.partitions()) == 5
+    np.testing.assert_array_equal(task.client_data(2).train.x, task.client_data(7).train.x)
+    assert not np.array_equal(task.client_data(2).train.y, task.client_data(3).train.y)
+    from flower_suite.simulations.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^partition\.num_partitions"):
+        load_config("digits_fedavg", ["partition.num_partitions=11"])
