@@ -9,6 +9,7 @@ where cancellation matters.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -39,7 +40,9 @@ def check_updates(updates: torch.Tensor, weights: torch.Tensor | None = None, *,
         raise ValueError(f"{rule}: need at least one update of at least one entry")
     if not updates.is_floating_point():
         raise ValueError(f"{rule}: updates must be floating point, got {updates.dtype}")
-    if not torch.isfinite(updates).all():
+    # Fast exact screen: a row sum is finite only if every entry is (inf/NaN propagate); a
+    # non-finite sum (possibly mere overflow) falls through to the elementwise test.
+    if not torch.isfinite(updates.sum(dim=1)).all() and not torch.isfinite(updates).all():
         bad = (~torch.isfinite(updates)).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"{rule}: updates {bad} contain NaN or Inf")
     if weights is not None:
@@ -65,3 +68,46 @@ def normalized_weights(weights: torch.Tensor | None, n: int, device: torch.devic
         return torch.full((n,), 1.0 / n, dtype=torch.float64, device=device)
     w = weights.to(device=device, dtype=torch.float64)
     return w / w.sum()
+
+
+# Elements (rows x columns) per working block of the chunked kernels: small enough to stay in
+# cache for the selection kernels, large enough that per-call overhead is negligible.
+DEFAULT_CHUNK_ELEMENTS = 2**20
+
+
+def column_chunks(n: int, d: int, max_elements: int | None = None) -> Iterator[slice]:
+    """Column slices covering ``range(d)``, each ``(n, c)`` block at most ``max_elements`` big.
+
+    ``max_elements`` defaults to the module's current ``DEFAULT_CHUNK_ELEMENTS``.
+    """
+    budget = DEFAULT_CHUNK_ELEMENTS if max_elements is None else max_elements
+    width = max(1, budget // max(1, n))
+    for start in range(0, d, width):
+        yield slice(start, min(d, start + width))
+
+
+def weighted_sum_f64(updates: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """``sum_i coefficients[i] * updates[i]`` as a float64 ``(d,)`` tensor.
+
+    ``coefficients`` is a float64 ``(n,)`` tensor. Row-wise ``axpy`` into a float64 accumulator
+    (no float64 copy of ``updates``; rows with a zero coefficient are skipped), summed in row
+    order.
+    """
+    out = torch.zeros(updates.shape[1], dtype=torch.float64, device=updates.device)
+    for row, coefficient in zip(updates, coefficients.tolist(), strict=True):
+        if coefficient != 0.0:
+            out.add_(row, alpha=coefficient)
+    return out
+
+
+def sq_distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+    """``||updates[i] - point||^2`` for every row, accumulated in float64, shape ``(n,)``.
+
+    ``point`` is a float64 ``(d,)`` tensor on the device of ``updates``.
+    """
+    n, d = updates.shape
+    out = torch.zeros(n, dtype=torch.float64, device=updates.device)
+    for cols in column_chunks(n, d):
+        diff = updates[:, cols].to(torch.float64) - point[cols]
+        out += (diff * diff).sum(dim=1)
+    return out

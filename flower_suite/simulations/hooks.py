@@ -21,7 +21,7 @@ from flower_suite.training import evaluate, select_device
 
 
 class RoundHook(Protocol):
-    def __call__(self, server_round: int, arrays: ArrayRecord) -> Mapping[str, float]: ...
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> Mapping[str, Any]: ...
 
 
 @dataclass
@@ -70,7 +70,30 @@ def communication(ctx: HookContext) -> RoundHook:
     return hook
 
 
-DEFAULT_HOOKS: tuple[HookFactory, ...] = (test_set_evaluation, communication)
+def selection_records(ctx: HookContext) -> RoundHook:
+    """Which node ids a robust strategy selected and rejected this round (if it records them).
+
+    Strategies deriving from ``RobustFedAvg`` keep ``records[round]``; for others this hook
+    adds nothing.
+    """
+
+    def hook(server_round: int, arrays: ArrayRecord) -> Mapping[str, Any]:
+        records = getattr(ctx.strategy, "records", None)
+        record = records.get(server_round) if isinstance(records, dict) else None
+        if record is None:
+            return {}
+        out: dict[str, Any] = {
+            "selected-nodes": list(record.selected),
+            "rejected-nodes": [node for node, _ in record.rejected],
+        }
+        if record.skipped:
+            out["skipped"] = record.skipped
+        return out
+
+    return hook
+
+
+DEFAULT_HOOKS: tuple[HookFactory, ...] = (test_set_evaluation, communication, selection_records)
 
 
 def _array_bytes(messages: Iterable[Message]) -> int:

@@ -1,8 +1,13 @@
 """Server-side strategies (Flower Message API) and the registry configs resolve names through.
 
-This issue registers Flower's own FedAvg and FedProx; robust aggregation, backdoor defenses
-and FedMA register theirs in later modules of this package. Use ``register_strategy`` for a
-custom one.
+Robust strategies keep Flower's names, so switching is one import::
+
+    from flower_suite.strategies import Krum   # instead of flwr.serverapp.strategy
+    strategy = Krum(fraction_train=0.5, num_malicious_nodes=2)
+
+Registered names (``strategy.name`` in experiment configs): fedavg, fedprox, krum, multikrum,
+bulyan, fedmedian, fedtrimmedavg, geometric_median (alias rfa), signsgd, centeredclipping,
+detox. ``register_strategy`` adds your own.
 """
 
 from __future__ import annotations
@@ -13,10 +18,37 @@ from typing import Any
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 
 from flower_suite.registry import Registry
+from flower_suite.strategies.detox import DETOX
+from flower_suite.strategies.legacy import LegacyRobust
+from flower_suite.strategies.robust import RobustFedAvg, RoundRecord
+from flower_suite.strategies.robust_rules import (
+    RFA,
+    Bulyan,
+    CenteredClipping,
+    FedMedian,
+    FedTrimmedAvg,
+    GeometricMedian,
+    Krum,
+    MultiKrum,
+    SignSGD,
+)
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
-STRATEGIES.register("fedavg", FedAvg)
-STRATEGIES.register("fedprox", FedProx)
+for _name, _factory in (
+    ("fedavg", FedAvg),
+    ("fedprox", FedProx),
+    ("krum", Krum),
+    ("multikrum", MultiKrum),
+    ("bulyan", Bulyan),
+    ("fedmedian", FedMedian),
+    ("fedtrimmedavg", FedTrimmedAvg),
+    ("geometric_median", GeometricMedian),
+    ("rfa", RFA),
+    ("signsgd", SignSGD),
+    ("centeredclipping", CenteredClipping),
+    ("detox", DETOX),
+):
+    STRATEGIES.register(_name, _factory)
 
 
 def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
@@ -29,4 +61,21 @@ def create_strategy(name: str, **kwargs: Any) -> Strategy:
     return STRATEGIES.create(name, **kwargs)
 
 
-__all__ = ["STRATEGIES", "create_strategy", "register_strategy"]
+__all__ = [
+    "DETOX",
+    "RFA",
+    "STRATEGIES",
+    "Bulyan",
+    "CenteredClipping",
+    "FedMedian",
+    "FedTrimmedAvg",
+    "GeometricMedian",
+    "Krum",
+    "LegacyRobust",
+    "MultiKrum",
+    "RobustFedAvg",
+    "RoundRecord",
+    "SignSGD",
+    "create_strategy",
+    "register_strategy",
+]

@@ -9,11 +9,10 @@ were rejected (``self.records``), so benchmarks can measure fairness.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
@@ -21,7 +20,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from flower_suite.aggregation.base import AggregationResult
-from flower_suite.strategies.decoding import ArrayLayout, decode_replies
+from flower_suite.strategies.decoding import ArrayLayout, DecodedReplies, decode_replies
 
 MetricsAggr = Callable[[list[RecordDict], str], MetricRecord]
 
@@ -75,8 +74,10 @@ class RobustFedAvg(FedAvg):
         self._global: ArrayRecord | None = None
 
     # -- to implement -------------------------------------------------------------------
-    def rule(self, updates: torch.Tensor, weights: torch.Tensor) -> AggregationResult:
-        """Aggregate the (n, d) updates into one (d,) update."""
+    def rule(
+        self, updates: torch.Tensor, weights: torch.Tensor, node_ids: Sequence[int]
+    ) -> AggregationResult:
+        """Aggregate the (n, d) updates of ``node_ids`` into one (d,) update."""
         raise NotImplementedError
 
     def min_replies(self) -> int:
@@ -99,18 +100,20 @@ class RobustFedAvg(FedAvg):
         self._global = arrays  # updates are measured against what the clients received
         return super().configure_train(server_round, arrays, config, grid)
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def robust_step(
+        self, server_round: int, replies: Sequence[Message], global_arrays: ArrayRecord
+    ) -> tuple[ArrayRecord | None, DecodedReplies]:
+        """Validate and decode ``replies``, apply the rule, return the new global arrays.
+
+        Returns ``None`` arrays (and records why) when too few replies are valid. Shared by
+        ``aggregate_train`` and the legacy-API adapter.
+        """
         record = self.records.setdefault(server_round, RoundRecord())
-        valid, errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
-        record.received = [int(m.metadata.src_node_id) for m in valid]
-        if self._global is None:
-            raise RuntimeError(f"{self.rule_name}: aggregate_train before configure_train")
-        layout = ArrayLayout.of(self._global)
-        global_flat = layout.flatten(self._global)
+        record.received = [int(m.metadata.src_node_id) for m in replies]
+        layout = ArrayLayout.of(global_arrays)
+        global_flat = layout.flatten(global_arrays)
         batch = decode_replies(
-            valid,
+            replies,
             global_flat,
             layout,
             arrayrecord_key=self.arrayrecord_key,
@@ -119,25 +122,32 @@ class RobustFedAvg(FedAvg):
         record.rejected = batch.rejected
         for node, reason in batch.rejected:
             log(WARNING, "%s: excluded reply from node %d: %s", self.rule_name, node, reason)
-
         n = len(batch.node_ids)
         if n < self.min_replies():
             record.skipped = (
                 f"{n} valid replies, {self.rule_name} needs at least {self.min_replies()}"
             )
             log(WARNING, "%s: round %d skipped: %s", self.rule_name, server_round, record.skipped)
-            return None, None
-
-        result = self.rule(batch.updates, batch.weights)
+            return None, batch
+        result = self.rule(batch.updates, batch.weights, batch.node_ids)
         record.selected = [batch.node_ids[i] for i in result.selected]
         record.info = dict(result.info)
-        new_global = global_flat + result.aggregate.detach().cpu().numpy().astype(
-            global_flat.dtype, copy=False
-        )
-        arrays = layout.unflatten(np.asarray(new_global))
+        step = result.aggregate.detach().cpu().numpy().astype(global_flat.dtype, copy=False)
+        return layout.unflatten(global_flat + step), batch
 
-        contents = [msg.content for msg in batch.accepted]
-        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, errors = self._check_and_log_replies(list(replies), is_train=True, validate=False)
+        if self._global is None:
+            raise RuntimeError(f"{self.rule_name}: aggregate_train before configure_train")
+        arrays, batch = self.robust_step(server_round, valid, self._global)
+        if arrays is None:
+            return None, None
+        metrics = self.train_metrics_aggr_fn(
+            [msg.content for msg in batch.accepted], self.weighted_by_key
+        )
+        record = self.records[server_round]
         metrics["rejected-replies"] = len(batch.rejected) + len(errors)
-        metrics["selected-replies"] = len(record.selected) if result.selected else n
+        metrics["selected-replies"] = len(record.selected) or len(batch.node_ids)
         return arrays, metrics

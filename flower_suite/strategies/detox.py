@@ -1,0 +1,195 @@
+"""DETOX (Rajput et al., NeurIPS 2019; dissertation chapter 7) as a Flower strategy.
+
+Nodes are split once into groups of ``redundancy`` (odd r); every member of a group is told to
+train on the same data partition (``data-partition`` in its train config), so honest members
+return bitwise-identical updates. Per round: a strict-majority vote inside each node group
+removes Byzantine members, then HIER-AGGR aggregates the group winners: ``inner`` within each
+of ``num_vote_groups`` random vote groups, ``outer`` across them.
+
+DETOX needs the server to control data assignment: it fits simulations and cross-silo setups
+with shared data, not privacy-preserving FL (the dissertation lists FL as future work).
+Every node trains every round (groups must stay complete), so ``fraction_train`` is ignored.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from logging import INFO, WARNING
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+
+from flower_suite.aggregation import AGGREGATORS
+from flower_suite.aggregation.base import AggregationResult
+from flower_suite.aggregation.detox import (
+    check_vote_group_rule,
+    detox_aggregate,
+    make_node_groups,
+    max_byzantine_groups,
+)
+from flower_suite.strategies.robust import RobustFedAvg
+
+# Rules that take `num_malicious_nodes`: sized with the surviving Byzantine votes q_hat.
+_F_RULES = ("krum", "multi_krum", "bulyan")
+
+
+class DETOX(RobustFedAvg):
+    """DETOX with node groups of ``redundancy`` and HIER-AGGR(``inner``, ``outer``).
+
+    Parameters (after FedAvg's)
+    ---------------------------
+    redundancy : int, default 3
+        Odd node-group size r; the number of nodes must be a multiple of r.
+    num_malicious_nodes : int, default 0
+        q, the Byzantine nodes assumed among all nodes. Krum-family rules inside DETOX are
+        sized with q_hat_max = floor(q / ((r + 1) / 2)), the most groups q Byzantines can win.
+    num_vote_groups : int, default 1
+        k; the p / r group winners are split into k random vote groups.
+    inner, outer : str
+        Rules from ``flower_suite.aggregation.AGGREGATORS`` (``mean``, ``median``,
+        ``multi_krum``, ``bulyan``, ``geometric_median``, ``sign_majority``, ...).
+    inner_params, outer_params : dict
+        Keyword arguments of those rules.
+    tolerance : float | None
+        None: group members must agree bitwise; a float: ``allclose(rtol=tolerance)``.
+    on_no_majority : "zero" | "drop"
+        What a group without a majority contributes (the paper: a zero vector).
+    seed : int
+        Seeds the node-group and vote-group partitions.
+    """
+
+    rule_name = "DETOX"
+
+    def __init__(
+        self,
+        *args: Any,
+        redundancy: int = 3,
+        num_malicious_nodes: int = 0,
+        num_vote_groups: int = 1,
+        inner: str = "mean",
+        outer: str = "median",
+        inner_params: Mapping[str, Any] | None = None,
+        outer_params: Mapping[str, Any] | None = None,
+        tolerance: float | None = None,
+        on_no_majority: str = "zero",
+        seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        if redundancy < 1 or redundancy % 2 == 0:
+            raise ValueError(f"DETOX: redundancy must be odd and >= 1, not {redundancy}")
+        if num_malicious_nodes < 0 or num_vote_groups < 1:
+            raise ValueError(
+                "DETOX: need num_malicious_nodes >= 0 and num_vote_groups >= 1 "
+                f"(got {num_malicious_nodes}, {num_vote_groups})"
+            )
+        if on_no_majority not in ("zero", "drop"):
+            raise ValueError(
+                f"DETOX: on_no_majority must be 'zero' or 'drop', not {on_no_majority!r}"
+            )
+        self.redundancy = redundancy
+        self.num_malicious_nodes = num_malicious_nodes
+        self.num_vote_groups = num_vote_groups
+        self.q_hat_max = max_byzantine_groups(num_malicious_nodes, redundancy)
+        self.inner_name, self.outer_name = inner, outer
+        self.inner = self._bind(inner, inner_params)
+        self.outer = self._bind(outer, outer_params)
+        self.tolerance = tolerance
+        self.on_no_majority = on_no_majority
+        self.seed = seed
+        self.groups: dict[int, int] = {}  # node id -> node group (= data partition)
+
+    def _bind(self, name: str, params: Mapping[str, Any] | None) -> Any:
+        params = dict(params or {})
+        key = name.lower().replace("-", "_")
+        if key in _F_RULES:
+            params.setdefault("num_malicious_nodes", self.q_hat_max)
+        AGGREGATORS.check_kwargs(name, params, field=f"DETOX {name}")
+        return functools.partial(AGGREGATORS.get(name), **params)
+
+    def settings(self) -> dict[str, object]:
+        return {
+            "r": self.redundancy,
+            "q": self.num_malicious_nodes,
+            "q_hat_max": self.q_hat_max,
+            "k": self.num_vote_groups,
+            "inner": self.inner_name,
+            "outer": self.outer_name,
+        }
+
+    def _assign_groups(self, node_ids: Sequence[int]) -> None:
+        nodes = sorted(node_ids)
+        p = len(nodes)
+        node_groups = make_node_groups(p, self.redundancy, self.seed)
+        self.groups = {nodes[i]: g for g, members in enumerate(node_groups) for i in members}
+        check_vote_group_rule(
+            num_nodes=p,
+            num_byzantine=self.num_malicious_nodes,
+            redundancy=self.redundancy,
+            num_vote_groups=self.num_vote_groups,
+            inner=self.inner_name,
+            outer=self.outer_name,
+        )
+        log(INFO, "DETOX: %d nodes in %d groups of %d", p, len(node_groups), self.redundancy)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._global = arrays
+        all_nodes = list(grid.get_node_ids())
+        node_ids, _ = sample_nodes(grid, self.min_available_nodes, len(all_nodes))
+        if not self.groups:
+            self._assign_groups(node_ids)
+        messages = []
+        for node in node_ids:
+            if node not in self.groups:
+                log(WARNING, "DETOX: node %d joined after grouping; not used", node)
+                continue
+            node_config = ConfigRecord(
+                {**config, "server-round": server_round, "data-partition": self.groups[node]}
+            )
+            content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
+            messages.append(
+                Message(content=content, message_type=MessageType.TRAIN, dst_node_id=node)
+            )
+        return messages
+
+    def min_replies(self) -> int:
+        return self.redundancy
+
+    def rule(
+        self, updates: torch.Tensor, weights: torch.Tensor, node_ids: Sequence[int]
+    ) -> AggregationResult:
+        by_group: dict[int, list[int]] = {g: [] for g in set(self.groups.values())}
+        for row, node in enumerate(node_ids):
+            by_group[self.groups[node]].append(row)
+        majority = self.redundancy // 2 + 1
+        groups = [rows for _, rows in sorted(by_group.items()) if len(rows) >= majority]
+        incomplete = len(by_group) - len(groups)
+        if incomplete:
+            # Too few members left to form a strict majority of r: such a group has no
+            # majority. In "zero" mode it votes the zero vector (a one-row group of zeros),
+            # so the number of votes, and the vote groups, stay as configured.
+            log(WARNING, "DETOX: %d node groups lack a majority of members", incomplete)
+            if self.on_no_majority == "zero":
+                zeros = torch.zeros((incomplete, updates.shape[1]), dtype=updates.dtype)
+                groups += [[len(node_ids) + i] for i in range(incomplete)]
+                updates = torch.cat([updates, zeros])
+        result = detox_aggregate(
+            updates,
+            groups,
+            num_vote_groups=self.num_vote_groups,
+            inner=self.inner,
+            outer=self.outer,
+            seed=self.seed + len(self.records),
+            tolerance=self.tolerance,
+            on_no_majority=self.on_no_majority,  # type: ignore[arg-type]
+            allow_uneven=self.on_no_majority == "drop",
+        )
+        selected = tuple(i for i in result.selected if i < len(node_ids))
+        return AggregationResult(result.aggregate, selected, result.info)
