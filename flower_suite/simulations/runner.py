@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flwr.app import Context
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
 from flower_suite.clients.client_app import make_client_app, partition_id_of, set_torch_threads
@@ -25,8 +26,11 @@ from flower_suite.simulations.server import RoundCallback, RunResult, server_mai
 from flower_suite.simulations.task import ExperimentTask
 
 
-def simulation_client_app(task: ExperimentTask) -> ClientApp:
-    """The torch ClientApp for ``task``: partition from ``partition-id``, model from config."""
+def simulation_client_app(task: ExperimentTask, mods: Sequence[Mod] = ()) -> ClientApp:
+    """The torch ClientApp for ``task``: partition from ``partition-id``, model from config.
+
+    ``mods`` wrap every client (attacks, compression, secure aggregation, ...).
+    """
     threads = max(1, int(task.config.resources.num_cpus))
 
     def model_fn(context: Context):
@@ -39,7 +43,12 @@ def simulation_client_app(task: ExperimentTask) -> ClientApp:
     # A client given no GPU share trains on the CPU even where GPUs are visible.
     device = "cpu" if task.config.resources.num_gpus == 0 else None
     return make_client_app(
-        model_fn, data_fn, defaults=task.train_config, seed=task.config.seed, device=device
+        model_fn,
+        data_fn,
+        defaults=task.train_config,
+        seed=task.config.seed,
+        device=device,
+        mods=mods,
     )
 
 
@@ -78,6 +87,7 @@ def run_experiment(
     config: ExperimentConfig,
     *,
     hooks: Sequence[HookFactory] = DEFAULT_HOOKS,
+    client_mods: Sequence[Mod] = (),
     on_round: RoundCallback | None = None,
     output_dir: str | Path | None = None,
     record: bool = True,
@@ -85,8 +95,9 @@ def run_experiment(
 ) -> RunResult:
     """Run ``config`` on the Ray simulation engine and return per-round metrics.
 
-    With ``record`` the run directory is written under ``output_dir`` (default:
-    ``config.output_dir``). ``quiet`` lowers Flower's per-round INFO logs to warnings.
+    ``client_mods`` are Flower mods applied to every client (they can check
+    ``context.node_config["partition-id"]`` to act on some clients only). With ``record`` the
+    run directory is written under ``output_dir`` (default: ``config.output_dir``). ``quiet`` lowers Flower's per-round INFO logs to warnings.
     """
     from flwr.simulation import run_simulation
 
@@ -117,7 +128,7 @@ def run_experiment(
             warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.*")
             run_simulation(
                 server_app=server_app,
-                client_app=simulation_client_app(task),
+                client_app=simulation_client_app(task, client_mods),
                 num_supernodes=config.num_clients,
                 backend_name="ray",
                 backend_config=backend_config(config),  # type: ignore[arg-type]
