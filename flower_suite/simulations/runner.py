@@ -97,7 +97,8 @@ def run_experiment(
 
     ``client_mods`` are Flower mods applied to every client (they can check
     ``context.node_config["partition-id"]`` to act on some clients only). With ``record`` the
-    run directory is written under ``output_dir`` (default: ``config.output_dir``). ``quiet`` lowers Flower's per-round INFO logs to warnings.
+    run directory is written under ``output_dir`` (default: ``config.output_dir``).
+    ``quiet`` lowers Flower's per-round INFO logs to warnings.
     """
     from flwr.simulation import run_simulation
 
