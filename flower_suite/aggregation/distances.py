@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import torch
 
-# float64 working set per chunk: n x chunk values (n = 100, chunk = 2**18 -> 200 MB at most).
-DEFAULT_CHUNK = 2**18
+# Columns per float64 block: small enough to stay in cache between the copy, the centring
+# and the matrix product (measured fastest at n = 100, d = 1e6 on the 2-core reference CPU).
+DEFAULT_CHUNK = 2**13
 
 
 def pairwise_sq_distances(updates: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
     """``D[i, j] = ||x_i - x_j||^2`` in float64, shape (n, n), symmetric, zero diagonal.
 
-    One matrix product per chunk of columns: D = sum_chunks (|a|^2 + |b|^2 - 2 a.b) on float64
-    copies of each chunk. Each chunk is first centred on its column mean: distances do not
-    change, and the identity's cancellation error (~1e-16 |a|^2) then scales with the spread of
-    the updates rather than with a common component they share. Works on any device.
+    The model dimension is processed in blocks copied into one reused float64 buffer. Each
+    block is centred on its column mean (distances do not change, and the Gram identity's
+    cancellation error, ~1e-16 |x|^2, then scales with the spread of the updates rather than
+    with a component they share), and ``G += B B^T`` accumulates the Gram matrix of the
+    centred data. Then ``D = diag(G) + diag(G)^T - 2G``. Works on any device.
     """
     n, d = updates.shape
-    out = torch.zeros((n, n), dtype=torch.float64, device=updates.device)
+    gram = torch.zeros((n, n), dtype=torch.float64, device=updates.device)
+    buffer = torch.empty((n, min(chunk_size, d)), dtype=torch.float64, device=updates.device)
     for start in range(0, d, chunk_size):
-        block = updates[:, start : start + chunk_size].to(torch.float64)
-        block = block - block.mean(dim=0, keepdim=True)
-        sq = (block * block).sum(dim=1)
-        out += sq[:, None] + sq[None, :] - 2.0 * (block @ block.T)
+        width = min(chunk_size, d - start)
+        block = buffer[:, :width]
+        block.copy_(updates[:, start : start + width])
+        block -= block.mean(dim=0, keepdim=True)
+        gram.addmm_(block, block.T)
+    sq = gram.diagonal().clone()
+    out = sq[:, None] + sq[None, :] - 2.0 * gram
     out.clamp_(min=0.0)
     out.fill_diagonal_(0.0)
     return (out + out.T) / 2

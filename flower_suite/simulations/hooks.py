@@ -86,6 +86,7 @@ def selection_records(ctx: HookContext) -> RoundHook:
             "selected-nodes": list(record.selected),
             "rejected-nodes": [node for node, _ in record.rejected],
         }
+        out.update({f"rule-{key}": value for key, value in record.info.items()})
         if record.skipped:
             out["skipped"] = record.skipped
         return out

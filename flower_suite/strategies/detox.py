@@ -189,7 +189,7 @@ class DETOX(RobustFedAvg):
             seed=self.seed + len(self.records),
             tolerance=self.tolerance,
             on_no_majority=self.on_no_majority,  # type: ignore[arg-type]
-            allow_uneven=self.on_no_majority == "drop",
+            allow_uneven=True,  # the paper splits 15 votes 7 + 8 (D-Multi-Krum)
         )
         selected = tuple(i for i in result.selected if i < len(node_ids))
         return AggregationResult(result.aggregate, selected, result.info)

@@ -98,7 +98,18 @@ class RobustFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._global = arrays  # updates are measured against what the clients received
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if len(messages) < self.min_replies():
+            log(
+                WARNING,
+                "%s: round %d samples %d nodes but the rule needs %d replies; "
+                "the round will be skipped (raise fraction_train / min_train_nodes)",
+                self.rule_name,
+                server_round,
+                len(messages),
+                self.min_replies(),
+            )
+        return messages
 
     def robust_step(
         self, server_round: int, replies: Sequence[Message], global_arrays: ArrayRecord

@@ -60,3 +60,24 @@ def test_robust_strategies_keep_learning(strategy: list[str]) -> None:
         # Multi-Krum drops exactly the attacker: 7 of 8 selected every round.
         assert all(len(r["selected-nodes"]) == 7 for r in rows[1:])
     assert np.isfinite([r["test-loss"] for r in rows]).all()
+
+
+def test_detox_replicas_agree_and_outvote_the_attacker() -> None:
+    """DETOX on 9 clients in 3 groups: every group reaches a majority each round (honest
+    replicas compute bitwise-identical updates), the attacker never wins, accuracy is high.
+    """
+    accuracy, rows = _final_accuracy(
+        [
+            "num_clients=9",
+            "partition.num_partitions=3",
+            "strategy.name=detox",
+            "strategy.redundancy=3",
+            "strategy.num_vote_groups=3",
+            "strategy.inner=mean",
+            "strategy.outer=median",
+        ]
+    )
+    assert accuracy > 0.85, rows[-1]
+    for row in rows[1:]:
+        assert row["rule-no_majority_groups"] == 0
+        assert len(row["selected-nodes"]) == 3  # one winning member per group
