@@ -135,3 +135,10 @@ def test_override_into_non_table_is_refused() -> None:
     """--set rounds.x=1 cannot treat an integer as a table."""
     with pytest.raises(ConfigError, match="not a table"):
         load_config("digits_fedavg", ["rounds.x=1"])
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[2].glob("experiments/*.toml")))
+def test_example_experiments_are_valid(path: Path) -> None:
+    """Every shipped example config loads and validates."""
+    config = load_config(path)
+    assert config.rounds >= 1
