@@ -118,8 +118,8 @@ def _check_reply(
     weight = metrics.get(weighted_by_key)
     if isinstance(weight, bool) or not isinstance(weight, int | float):
         return f"metric {weighted_by_key!r} missing or not a number"
-    if not np.isfinite(weight) or weight < 0:
-        return f"metric {weighted_by_key!r} is {weight}, expected a finite value >= 0"
+    if not np.isfinite(weight) or weight <= 0:
+        return f"metric {weighted_by_key!r} is {weight}, expected a finite value > 0"
     return None
 
 

@@ -74,7 +74,12 @@ class LegacyRobust(LegacyFedAvg):
         arrays = [new_record[str(i)].numpy() for i in range(len(sent))]
         metrics: dict[str, Scalar] = {"rejected-results": len(batch.rejected)}
         if self.fit_metrics_aggregation_fn is not None:
-            accepted = [(res.num_examples, res.metrics) for _, res in results]
+            kept = set(batch.node_ids)
+            accepted = [
+                (res.num_examples, res.metrics)
+                for reply, (_, res) in zip(replies, results, strict=True)
+                if reply.metadata.src_node_id in kept
+            ]
             metrics.update(self.fit_metrics_aggregation_fn(accepted))
         return ndarrays_to_parameters(arrays), metrics
 

@@ -39,8 +39,9 @@ class RoundRecord:
 class RobustFedAvg(FedAvg):
     """FedAvg whose weighted average is replaced by ``self.rule`` over client updates.
 
-    Subclasses implement :meth:`rule` and, if the rule needs it, :meth:`min_replies`.
-    Constructor arguments before ``*`` are FedAvg's, in FedAvg's order.
+    Subclasses implement :meth:`rule` and, if the rule needs it, :meth:`min_replies`. The
+    constructor takes FedAvg's arguments in FedAvg's order; subclasses add keyword-only rule
+    parameters after them.
     """
 
     rule_name = "robust"
@@ -155,9 +156,14 @@ class RobustFedAvg(FedAvg):
         arrays, batch = self.robust_step(server_round, valid, self._global)
         if arrays is None:
             return None, None
-        metrics = self.train_metrics_aggr_fn(
-            [msg.content for msg in batch.accepted], self.weighted_by_key
-        )
+        try:
+            metrics = self.train_metrics_aggr_fn(
+                [msg.content for msg in batch.accepted], self.weighted_by_key
+            )
+        except (ValueError, TypeError, KeyError) as err:
+            # Client metrics are untrusted too: a malformed one must not cost the round.
+            log(WARNING, "%s: client metrics not aggregated: %s", self.rule_name, err)
+            metrics = MetricRecord()
         record = self.records[server_round]
         metrics["rejected-replies"] = len(batch.rejected) + len(errors)
         metrics["selected-replies"] = len(record.selected) or len(batch.node_ids)

@@ -197,3 +197,29 @@ def test_registered_for_configs() -> None:
     STRATEGIES.check_kwargs("krum", {"num_malicious_nodes": 1, "fraction_train": 0.5}, field="s")
     with pytest.raises(ValueError, match=r"^strategy\.num_malicious"):
         STRATEGIES.check_kwargs("fedmedian", {"num_malicious": 1}, field="strategy")
+
+
+def test_zero_weight_reply_is_excluded(task_identity: None) -> None:
+    """num-examples = 0 cannot weigh an average: that reply is excluded with a reason."""
+    base = global_arrays()
+    replies = updates_around(base, _deltas(5, 0), weights=[10, 10, 10, 10, 0])
+    strategy = MultiKrum(num_malicious_nodes=0)
+    configure(strategy, base, NODES)
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None and metrics["rejected-replies"] == 1
+    assert "expected a finite value > 0" in strategy.records[1].rejected[0][1]
+
+
+def test_malformed_client_metrics_do_not_cost_the_round(task_identity: None) -> None:
+    """A list metric of another length breaks Flower's metric averaging, not our round."""
+    from flwr.app import MetricRecord
+
+    base = global_arrays()
+    replies = updates_around(base, _deltas(5, 0))
+    replies[0].content["metrics"] = MetricRecord({"num-examples": 10, "loss": [1.0, 2.0]})
+    replies[1].content["metrics"] = MetricRecord({"num-examples": 10, "loss": [1.0]})
+    strategy = FedMedian()
+    configure(strategy, base, NODES)
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    assert metrics["rejected-replies"] == 0
