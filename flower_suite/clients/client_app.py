@@ -7,6 +7,7 @@ arrive each round in the instruction's ConfigRecord (kebab-case keys, as Flower 
 
 Train reply: ``{"arrays": ArrayRecord(state_dict), "metrics": {"train-loss", "num-examples"}}``.
 Evaluate reply: ``{"metrics": {"eval-loss", "eval-acc", "num-examples"}}``.
+Query reply: ``{"metrics": {"partition-id"}}`` (used by the simulation runner).
 """
 
 from __future__ import annotations
@@ -163,6 +164,13 @@ def make_client_app(
                 "num-examples": result.num_examples,
             }
         )
+        return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+
+    @app.query()
+    def _query(msg: Message, context: Context) -> Message:
+        # Lets a simulation server learn which partition each node holds (reproducible
+        # sampling, fairness records); carries no data.
+        metrics = MetricRecord({"partition-id": partition_id_of(context)})
         return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
 
     return app

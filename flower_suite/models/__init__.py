@@ -1,4 +1,4 @@
-"""Reference networks (framework-free torch modules) and the model registry.
+"""Reference networks, PUFFERFISH low-rank layers (framework-free torch) and the registry.
 
 ``create_model("digits_cnn", num_classes=10)`` is how configs name a model; ``register_model``
 adds one.
@@ -12,8 +12,16 @@ from typing import Any
 from torch import nn
 
 from flower_suite.models.cnn import DigitsCNN, LeNet
+from flower_suite.models.lowrank import (
+    LowRankConv2d,
+    LowRankLinear,
+    LowRankLSTM,
+    count_macs,
+    factorize,
+)
 from flower_suite.models.lstm import CharLSTM
 from flower_suite.models.mlp import MLP
+from flower_suite.models.pufferfish import VGG19BN
 from flower_suite.models.resnet import ResNet18
 from flower_suite.models.vgg import VGG9
 from flower_suite.registry import Registry
@@ -25,6 +33,7 @@ MODELS.register("lenet", LeNet)
 MODELS.register("vgg9", VGG9)
 MODELS.register("resnet18", ResNet18)
 MODELS.register("char_lstm", CharLSTM)
+MODELS.register("vgg19_bn", VGG19BN)
 
 
 def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
@@ -46,11 +55,17 @@ __all__ = [
     "MLP",
     "MODELS",
     "VGG9",
+    "VGG19BN",
     "CharLSTM",
     "DigitsCNN",
     "LeNet",
+    "LowRankConv2d",
+    "LowRankLSTM",
+    "LowRankLinear",
     "ResNet18",
+    "count_macs",
     "count_parameters",
     "create_model",
+    "factorize",
     "register_model",
 ]

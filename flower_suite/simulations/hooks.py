@@ -86,6 +86,10 @@ def selection_records(ctx: HookContext) -> RoundHook:
             "selected-nodes": list(record.selected),
             "rejected-nodes": [node for node, _ in record.rejected],
         }
+        partitions = ctx.grid.partitions
+        if partitions:
+            out["selected-partitions"] = [partitions.get(n, -1) for n in record.selected]
+            out["rejected-partitions"] = [partitions.get(n, -1) for n, _ in record.rejected]
         out.update({f"rule-{key}": value for key, value in record.info.items()})
         if record.skipped:
             out["skipped"] = record.skipped
@@ -112,6 +116,8 @@ class MeteredGrid(Grid):
         self.inner = inner
         self.bytes_sent = 0
         self.bytes_received = 0
+        # node id -> partition id, when known (see `server.discover_partitions`).
+        self.partitions: dict[int, int] = {}
 
     def take_counts(self) -> tuple[int, int]:
         """Bytes sent and received since the previous call."""
@@ -130,7 +136,13 @@ class MeteredGrid(Grid):
         return self.inner.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
+        """Node ids; in partition order once partitions are known, so that Flower's
+        ``random.sample`` over this list (seeded by the runner) picks the same partitions in
+        every run although simulation node ids are random."""
+        nodes = list(self.inner.get_node_ids())
+        if self.partitions:
+            nodes.sort(key=lambda node: (self.partitions.get(node, len(self.partitions)), node))
+        return nodes
 
     def get_nodes(self, *args: Any, **kwargs: Any) -> Any:
         return self.inner.get_nodes(*args, **kwargs)  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
@@ -103,6 +103,32 @@ def train_config_record(config: ExperimentConfig) -> ConfigRecord:
     )
 
 
+def discover_partitions(grid: Grid, num_nodes: int, timeout: float = 120.0) -> dict[int, int]:
+    """Ask every node (one ``query`` message each, no arrays) which partition it holds."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := list(grid.get_node_ids())) < num_nodes:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(nodes)} of {num_nodes} nodes connected")
+        time.sleep(0.1)
+    messages = [
+        Message(
+            content=RecordDict({"config": ConfigRecord({})}),
+            message_type=MessageType.QUERY,
+            dst_node_id=node,
+        )
+        for node in nodes
+    ]
+    mapping: dict[int, int] = {}
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if reply.has_error():
+            raise RuntimeError(
+                f"node {reply.metadata.src_node_id} did not report its partition: "
+                f"{reply.error.reason}"
+            )
+        mapping[int(reply.metadata.src_node_id)] = int(reply.content["metrics"]["partition-id"])
+    return mapping
+
+
 def server_main(
     grid: Grid,
     config: ExperimentConfig,
@@ -118,6 +144,11 @@ def server_main(
     tap = _MetricsTap()
     strategy = build_strategy(config, tap)
     metered = MeteredGrid(grid)
+    partial = config.sampled_clients < config.num_clients or (
+        0 < config.evaluate_clients < config.num_clients
+    )
+    if partial:
+        metered.partitions = discover_partitions(grid, config.num_clients)
     context = HookContext(task=task, strategy=strategy, grid=metered)
     round_hooks = [factory(context) for factory in hooks]
     result = RunResult(config=config)
