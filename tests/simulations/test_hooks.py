@@ -100,3 +100,13 @@ def test_test_set_evaluation_matches_direct_evaluation() -> None:
     direct = evaluate(model, test, device=torch.device("cpu"))
     assert metrics["test-acc"] == direct.accuracy
     assert abs(metrics["test-loss"] - direct.loss) < 1e-6
+
+
+def test_metered_grid_orders_nodes_and_replies_by_partition(task_identity: None) -> None:
+    """Known partitions: node ids and replies come back in partition order."""
+    grid = MeteredGrid(EchoGrid())
+    grid.partitions = {1: 1, 2: 0}
+    assert list(grid.get_node_ids()) == [2, 1]
+    messages = _messages([np.zeros(3, np.float32)], 2)  # dst 1 then 2
+    replies = list(grid.send_and_receive(messages))
+    assert [r.metadata.src_node_id for r in replies] == [2, 1]
