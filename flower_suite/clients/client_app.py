@@ -5,9 +5,10 @@ The app is built from two factories, so it serves our simulations and users' own
 arrive each round in the instruction's ConfigRecord (kebab-case keys, as Flower uses), with
 ``defaults`` filling what the server leaves out.
 
-Train reply: ``{"arrays": ArrayRecord(state_dict), "metrics": {"train-loss", "num-examples"}}``.
-Evaluate reply: ``{"metrics": {"eval-loss", "eval-acc", "num-examples"}}``.
-Query reply: ``{"metrics": {"partition-id"}}`` (used by the simulation runner).
+Train reply: ``{"arrays": ArrayRecord(state_dict), "metrics": {"train-loss", "num-examples"},
+"client-info": {"partition-id"}}``. Evaluate reply: ``{"metrics": {"eval-loss", "eval-acc",
+"num-examples"}, "client-info": ...}``. Query reply: ``{"client-info": ...}`` (the runner asks
+once, to sample reproducibly).
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ def client_seed(base_seed: int, server_round: int, partition_id: int) -> int:
     """A per-client, per-round seed; equal inputs give equal seeds on every machine."""
     seq = np.random.SeedSequence([base_seed, server_round, partition_id])
     return int(seq.generate_state(1, dtype=np.uint32)[0])
+
+
+# Replies carry the node's partition in a ConfigRecord (not in the metrics, which strategies
+# average): the simulation runner orders nodes and replies by it.
+CLIENT_INFO_KEY = "client-info"
+
+
+def client_info(context: Context) -> ConfigRecord:
+    """What a reply says about its node: the partition it holds."""
+    return ConfigRecord({"partition-id": partition_id_of(context)})
 
 
 def partition_id_of(context: Context) -> int:
@@ -146,7 +157,13 @@ def make_client_app(
         )
         model.to("cpu")
         metrics = MetricRecord({"train-loss": result.loss, "num-examples": result.num_examples})
-        content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord(model.state_dict()),
+                "metrics": metrics,
+                CLIENT_INFO_KEY: client_info(context),
+            }
+        )
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
@@ -164,14 +181,14 @@ def make_client_app(
                 "num-examples": result.num_examples,
             }
         )
-        return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+        content = RecordDict({"metrics": metrics, CLIENT_INFO_KEY: client_info(context)})
+        return Message(content=content, reply_to=msg)
 
     @app.query()
     def _query(msg: Message, context: Context) -> Message:
         # Lets a simulation server learn which partition each node holds (reproducible
         # sampling, fairness records); carries no data.
-        metrics = MetricRecord({"partition-id": partition_id_of(context)})
-        return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+        return Message(content=RecordDict({CLIENT_INFO_KEY: client_info(context)}), reply_to=msg)
 
     return app
 

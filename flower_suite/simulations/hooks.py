@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from flwr.app import ArrayRecord, Message
 from flwr.serverapp import Grid
 
-from flower_suite.clients.client_app import load_arrays
+from flower_suite.clients.client_app import CLIENT_INFO_KEY, load_arrays
 from flower_suite.data.dataset import ArrayDataset
 from flower_suite.training import evaluate, select_device
 
@@ -119,6 +119,14 @@ class MeteredGrid(Grid):
         # node id -> partition id, when known (see `server.discover_partitions`).
         self.partitions: dict[int, int] = {}
 
+    def learn_partitions(self, replies: Iterable[Message]) -> None:
+        """Record the partition each replying node reports in its ``client-info`` record."""
+        for reply in replies:
+            if reply.has_content() and CLIENT_INFO_KEY in reply.content.config_records:
+                info = reply.content.config_records[CLIENT_INFO_KEY]
+                if "partition-id" in info:
+                    self.partitions[int(reply.metadata.src_node_id)] = int(info["partition-id"])
+
     def take_counts(self) -> tuple[int, int]:
         """Bytes sent and received since the previous call."""
         counts = (self.bytes_sent, self.bytes_received)
@@ -164,6 +172,7 @@ class MeteredGrid(Grid):
         self.bytes_sent += _array_bytes(messages)
         replies = list(self.inner.send_and_receive(messages, timeout=timeout))
         self.bytes_received += _array_bytes(replies)
+        self.learn_partitions(replies)
         if self.partitions:
             # Replies arrive in Ray's completion order; aggregating them in partition order
             # makes floating-point sums, and so whole runs, bitwise repeatable.

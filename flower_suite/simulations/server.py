@@ -17,7 +17,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from flower_suite.clients.client_app import load_arrays
+from flower_suite.clients.client_app import CLIENT_INFO_KEY, load_arrays
 from flower_suite.data.partition import format_histograms
 from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookContext, HookFactory, MeteredGrid
@@ -125,7 +125,8 @@ def discover_partitions(grid: Grid, num_nodes: int, timeout: float = 120.0) -> d
                 f"node {reply.metadata.src_node_id} did not report its partition: "
                 f"{reply.error.reason}"
             )
-        mapping[int(reply.metadata.src_node_id)] = int(reply.content["metrics"]["partition-id"])
+        info = reply.content.config_records[CLIENT_INFO_KEY]
+        mapping[int(reply.metadata.src_node_id)] = int(info["partition-id"])
     return mapping
 
 
@@ -144,6 +145,10 @@ def server_main(
     tap = _MetricsTap()
     strategy = build_strategy(config, tap)
     metered = MeteredGrid(grid)
+    # Knowing each node's partition makes sampling and the order of aggregation (hence
+    # floating-point sums) independent of the random simulation node ids and of Ray's
+    # completion order: runs repeat bitwise. Replies report it; sampling only part of the
+    # clients needs it before the first reply, so then we ask once.
     partial = config.sampled_clients < config.num_clients or (
         0 < config.evaluate_clients < config.num_clients
     )
