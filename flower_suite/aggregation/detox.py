@@ -185,6 +185,7 @@ def detox_aggregate(
     atol: float = 0.0,
     on_no_majority: OnNoMajority = "zero",
     allow_uneven: bool = False,
+    group_size: int | None = None,
 ) -> AggregationResult:
     """One DETOX aggregation at the PS: majority votes, then HIER-AGGR (Algorithm 6, spec 2.2).
 
@@ -199,6 +200,8 @@ def detox_aggregate(
         The node groups, fixed for the whole run (:func:`make_node_groups`).
     num_vote_groups, inner, outer, allow_uneven
         As in :func:`hier_aggr` (``k``, ``A0``, ``A1``).
+    group_size
+        As in :func:`group_votes`: pass r when members may be missing.
     seed : torch.Generator or int
         Randomness of the vote-group partition; draw a new one per round for fresh partitions.
     tolerance, atol, on_no_majority
@@ -217,7 +220,12 @@ def detox_aggregate(
         Bad inputs, or ``"drop"`` mode with no node group reaching a majority.
     """
     vote = group_votes(
-        updates, groups, tolerance=tolerance, atol=atol, on_no_majority=on_no_majority
+        updates,
+        groups,
+        tolerance=tolerance,
+        atol=atol,
+        on_no_majority=on_no_majority,
+        group_size=group_size,
     )
     if vote.votes.shape[0] == 0:
         raise ValueError(

@@ -86,8 +86,13 @@ def _boyer_moore(members: Sequence[int], same: _Same) -> int:
     return candidate
 
 
-def _majority_member(members: Sequence[int], same: _Same, *, tolerant: bool) -> int | None:
-    """The member whose vector more than half of ``members`` agree with, or None.
+def _majority_member(
+    members: Sequence[int], same: _Same, *, tolerant: bool, size: int | None = None
+) -> int | None:
+    """The member whose vector more than ``size / 2`` of ``members`` agree with, or None.
+
+    ``size`` is the group's intended size (default: the members present); members missing
+    from ``members`` (dropped clients) count as votes for nobody.
 
     Boyer-Moore proposes a candidate, a counting pass confirms ``> len/2`` votes. Exact equality
     is an equivalence relation, so a failed count proves there is no majority; the lowest index
@@ -95,13 +100,16 @@ def _majority_member(members: Sequence[int], same: _Same, *, tolerant: bool) -> 
     failed candidate is followed by an O(r^2) scan returning the lowest-index member that more
     than half of the group is close to (r is small: 3 to 11 in the dissertation).
     """
+    size = len(members) if size is None else size
+    if not members:
+        return None
     candidate = _boyer_moore(members, same)
     agreeing = [i for i in members if same(candidate, i)]
-    if 2 * len(agreeing) > len(members):
+    if 2 * len(agreeing) > size:
         return candidate if tolerant else agreeing[0]
     if tolerant:
         for c in members:
-            if 2 * sum(same(c, i) for i in members) > len(members):
+            if 2 * sum(same(c, i) for i in members) > size:
                 return c
     return None
 
@@ -173,14 +181,23 @@ class VoteResult:
         return tuple(i for i in self.winners if i is not None)
 
 
-def _check_groups(groups: Sequence[Sequence[int]], n: int, *, rule: str) -> list[list[int]]:
+def _check_groups(
+    groups: Sequence[Sequence[int]], n: int, *, rule: str, group_size: int | None = None
+) -> list[list[int]]:
     if len(groups) == 0:
         raise ValueError(f"{rule}: need at least one node group")
+    if group_size is not None and group_size < 1:
+        raise ValueError(f"{rule}: group_size must be >= 1, not {group_size}")
     owner: dict[int, int] = {}
     checked: list[list[int]] = []
     for g, members in enumerate(groups):
-        if len(members) == 0:
+        if len(members) == 0 and group_size is None:
             raise ValueError(f"{rule}: node group {g} is empty")
+        if group_size is not None and len(members) > group_size:
+            raise ValueError(
+                f"{rule}: node group {g} has {len(members)} members, more than group_size "
+                f"{group_size}"
+            )
         row: list[int] = []
         for raw in members:
             i = int(raw)
@@ -201,6 +218,7 @@ def group_votes(
     tolerance: float | None = None,
     atol: float = 0.0,
     on_no_majority: OnNoMajority = "zero",
+    group_size: int | None = None,
 ) -> VoteResult:
     """Majority vote inside every node group (DETOX step 1, Algorithm 6; spec section 2.2).
 
@@ -213,6 +231,10 @@ def group_votes(
         Nodes that belong to no group are ignored; a group's majority is relative to its size.
     tolerance, atol, on_no_majority
         As in :func:`majority_vote`.
+    group_size : int, optional
+        The size groups were formed with (DETOX's r). A majority then needs more than
+        ``group_size / 2`` agreeing members, so a group that lost members (dropped clients)
+        cannot be won by a minority of it; groups may then be empty (no majority).
 
     Returns
     -------
@@ -221,14 +243,14 @@ def group_votes(
     """
     check_updates(updates, rule="group_votes")
     _check_vote_options(tolerance, atol, on_no_majority)
-    checked = _check_groups(groups, updates.shape[0], rule="group_votes")
+    checked = _check_groups(groups, updates.shape[0], rule="group_votes", group_size=group_size)
     same = _same_fn(updates, tolerance, atol)
     rows: list[torch.Tensor] = []
     winners: list[int | None] = []
     kept: list[int] = []
     no_majority: list[int] = []
     for g, members in enumerate(checked):
-        winner = _majority_member(members, same, tolerant=tolerance is not None)
+        winner = _majority_member(members, same, tolerant=tolerance is not None, size=group_size)
         if winner is None:
             no_majority.append(g)
             if on_no_majority == "drop":

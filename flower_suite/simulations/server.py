@@ -17,7 +17,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from flower_suite.clients.client_app import CLIENT_INFO_KEY, load_arrays
+from flower_suite.clients.client_app import load_arrays
 from flower_suite.data.partition import format_histograms
 from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookContext, HookFactory, MeteredGrid
@@ -103,8 +103,9 @@ def train_config_record(config: ExperimentConfig) -> ConfigRecord:
     )
 
 
-def discover_partitions(grid: Grid, num_nodes: int, timeout: float = 120.0) -> dict[int, int]:
-    """Ask every node (one ``query`` message each, no arrays) which partition it holds."""
+def discover_partitions(grid: MeteredGrid, num_nodes: int, timeout: float = 120.0) -> None:
+    """Ask every node (one ``query`` message each, no arrays) which partition it holds; the
+    replies' ``client-info`` records teach ``grid`` the mapping."""
     deadline = time.monotonic() + timeout
     while len(nodes := list(grid.get_node_ids())) < num_nodes:
         if time.monotonic() > deadline:
@@ -118,16 +119,15 @@ def discover_partitions(grid: Grid, num_nodes: int, timeout: float = 120.0) -> d
         )
         for node in nodes
     ]
-    mapping: dict[int, int] = {}
     for reply in grid.send_and_receive(messages, timeout=timeout):
         if reply.has_error():
             raise RuntimeError(
                 f"node {reply.metadata.src_node_id} did not report its partition: "
                 f"{reply.error.reason}"
             )
-        info = reply.content.config_records[CLIENT_INFO_KEY]
-        mapping[int(reply.metadata.src_node_id)] = int(info["partition-id"])
-    return mapping
+    missing = set(nodes) - set(grid.partitions)
+    if missing:
+        raise RuntimeError(f"nodes {sorted(missing)} did not report their partition")
 
 
 def server_main(
@@ -153,7 +153,7 @@ def server_main(
         0 < config.evaluate_clients < config.num_clients
     )
     if partial:
-        metered.partitions = discover_partitions(grid, config.num_clients)
+        discover_partitions(metered, config.num_clients)
     context = HookContext(task=task, strategy=strategy, grid=metered)
     round_hooks = [factory(context) for factory in hooks]
     result = RunResult(config=config)

@@ -168,21 +168,11 @@ class DETOX(RobustFedAvg):
         by_group: dict[int, list[int]] = {g: [] for g in set(self.groups.values())}
         for row, node in enumerate(node_ids):
             by_group[self.groups[node]].append(row)
-        majority = self.redundancy // 2 + 1
-        groups = [rows for _, rows in sorted(by_group.items()) if len(rows) >= majority]
-        incomplete = len(by_group) - len(groups)
-        if incomplete:
-            # Too few members left to form a strict majority of r: such a group has no
-            # majority. In "zero" mode it votes the zero vector (a one-row group of zeros),
-            # so the number of votes, and the vote groups, stay as configured.
-            log(WARNING, "DETOX: %d node groups lack a majority of members", incomplete)
-            if self.on_no_majority == "zero":
-                zeros = torch.zeros((incomplete, updates.shape[1]), dtype=updates.dtype)
-                groups += [[len(node_ids) + i] for i in range(incomplete)]
-                updates = torch.cat([updates, zeros])
-        result = detox_aggregate(
+        # group_size=r: a group that lost members needs more than r/2 agreeing replies, so a
+        # lone (possibly Byzantine) survivor cannot win it; empty groups have no majority.
+        return detox_aggregate(
             updates,
-            groups,
+            [rows for _, rows in sorted(by_group.items())],
             num_vote_groups=self.num_vote_groups,
             inner=self.inner,
             outer=self.outer,
@@ -190,6 +180,5 @@ class DETOX(RobustFedAvg):
             tolerance=self.tolerance,
             on_no_majority=self.on_no_majority,  # type: ignore[arg-type]
             allow_uneven=True,  # the paper splits 15 votes 7 + 8 (D-Multi-Krum)
+            group_size=self.redundancy,
         )
-        selected = tuple(i for i in result.selected if i < len(node_ids))
-        return AggregationResult(result.aggregate, selected, result.info)

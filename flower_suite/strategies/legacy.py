@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from flwr.common import Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
@@ -88,8 +88,6 @@ class _LegacyReply:
     """Just enough of a Message for ``decode_replies``: content, metadata, weight."""
 
     def __init__(self, node_id: int, arrays: list[np.ndarray], num_examples: int) -> None:
-        from flwr.app import MetricRecord, RecordDict
-
         self.metadata = _Meta(node_id)
         self.content = RecordDict(
             {

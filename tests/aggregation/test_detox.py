@@ -699,3 +699,18 @@ def test_paper_configurations_with_real_rules() -> None:
     assert len(d_bulyan.selected) == 15 - 2 * q_hat
     for result in (d_bulyan, d_multi_krum):
         assert float((result.aggregate - honest_mean).norm()) < 2.0
+
+
+def test_group_size_keeps_a_lone_survivor_from_winning() -> None:
+    """With group_size = r = 3, one remaining member (or none) is no majority; two agreeing
+    remaining members are."""
+    honest = torch.ones(4)
+    updates = torch.stack([torch.full((4,), 9.0), honest, honest])
+    vote = group_votes(updates, [[0], [1, 2], []], group_size=3)
+    assert vote.no_majority_groups == (0, 2)
+    torch.testing.assert_close(vote.votes[1], honest)
+    assert torch.count_nonzero(vote.votes[0]) == 0 and torch.count_nonzero(vote.votes[2]) == 0
+    # Without group_size the lone member would win its one-member group.
+    assert group_votes(updates, [[0], [1, 2]]).no_majority_groups == ()
+    with pytest.raises(ValueError, match="more than group_size"):
+        group_votes(updates, [[0, 1, 2]], group_size=2)
