@@ -8,6 +8,7 @@ run is reproducible bit for bit on the same machine, which DETOX's majority vote
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,11 +78,14 @@ def train(
     *,
     seed: int,
     device: torch.device | None = None,
+    step_hook: Callable[[nn.Module, int], None] | None = None,
 ) -> TrainResult:
     """Run ``config.local_epochs`` epochs of SGD on ``data`` in place; return the statistics.
 
-    Raises ``FloatingPointError`` if the loss becomes NaN/Inf, so a diverging client fails
-    loudly instead of sending a poisoned model.
+    ``step_hook(model, steps)``, if given, runs after every optimizer step with the number of
+    steps taken so far (the PGD attacker projects there); it may modify the parameters in
+    place. Raises ``FloatingPointError`` if the loss becomes NaN/Inf, so a diverging client
+    fails loudly instead of sending a poisoned model.
     """
     if len(data) == 0:
         raise ValueError(f"{data.name}: cannot train on an empty data set")
@@ -122,6 +126,8 @@ def train(
             total += value * len(idx)
             seen += len(idx)
             steps += 1
+            if step_hook is not None:
+                step_hook(model, steps)
         epoch_loss = total / seen
     return TrainResult(loss=epoch_loss, num_examples=len(data), steps=steps)
 

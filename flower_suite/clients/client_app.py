@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -25,7 +26,8 @@ from flwr.clientapp.typing import Mod
 from torch import nn
 
 from flower_suite.data.dataset import ArrayDataset
-from flower_suite.training import TrainConfig, evaluate, select_device, train
+from flower_suite.models.lowrank_spec import model_for_config
+from flower_suite.training import TrainConfig, TrainResult, evaluate, select_device, train
 
 # ConfigRecord key -> TrainConfig field.
 CONFIG_KEYS: dict[str, str] = {
@@ -48,6 +50,38 @@ class ClientData:
 
 ModelFn = Callable[[Context], nn.Module]
 DataFn = Callable[[Context], ClientData]
+
+
+class TrainFn(Protocol):
+    """Local training as the ClientApp calls it (``flower_suite.training.train`` by default).
+
+    Attacks replace it (a PGD attacker projects while it trains); ``model`` holds the global
+    model when called and must hold the trained one on return.
+    """
+
+    def __call__(
+        self,
+        model: nn.Module,
+        data: ArrayDataset,
+        config: TrainConfig,
+        *,
+        seed: int,
+        device: torch.device,
+        context: Context,
+    ) -> TrainResult: ...
+
+
+def default_train(
+    model: nn.Module,
+    data: ArrayDataset,
+    config: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    context: Context,
+) -> TrainResult:
+    """Plain local SGD (``context`` unused)."""
+    return train(model, data, config, seed=seed, device=device)
 
 
 def train_config_from(record: ConfigRecord | None, defaults: TrainConfig) -> TrainConfig:
@@ -122,11 +156,15 @@ def make_client_app(
     seed: int = 0,
     device: str | None = None,
     mods: Sequence[Mod] = (),
+    train_fn: TrainFn = default_train,
 ) -> ClientApp:
     """Build the ClientApp; ``mods`` wrap every handler (secure aggregation, attacks, ...).
 
     ``device`` pins the torch device ("cpu", "cuda"); by default CUDA is used when Ray (or
-    the deployment) makes a GPU visible to this client.
+    the deployment) makes a GPU visible to this client. ``train_fn`` replaces local training
+    (see :class:`TrainFn`). When the instruction's config announces a low-rank phase
+    (PUFFERFISH, ``flower_suite.models.lowrank_spec``), the model from ``model_fn`` is
+    factorized to that architecture before the server's arrays are loaded.
     """
     train_defaults = defaults or TrainConfig()
 
@@ -145,15 +183,16 @@ def make_client_app(
         # the batch seed follows the partition, so replicas compute identical updates.
         if config is not None and "data-partition" in config:
             context = with_partition(context, int(config["data-partition"]))
-        model = model_fn(context)
+        model = model_for_config(model_fn(context), config)
         load_arrays(model, msg.content["arrays"])
         data = data_fn(context)
-        result = train(
+        result = train_fn(
             model,
             data.train,
             hparams,
             seed=client_seed(base_seed, server_round, partition_id_of(context)),
             device=pick_device(),
+            context=context,
         )
         model.to("cpu")
         metrics = MetricRecord({"train-loss": result.loss, "num-examples": result.num_examples})
@@ -171,7 +210,7 @@ def make_client_app(
         data = data_fn(context)
         if data.test is None:
             raise ValueError("this client has no evaluation data")
-        model = model_fn(context)
+        model = model_for_config(model_fn(context), msg.content.config_records.get("config"))
         load_arrays(model, msg.content["arrays"])
         result = evaluate(model, data.test, device=pick_device())
         metrics = MetricRecord(

@@ -11,6 +11,7 @@ from flower_suite.data.dataset import ArrayDataset
 from flower_suite.data.digits import load_digits_split
 from flower_suite.data.hub import load_hub_split
 from flower_suite.data.mnist import load_mnist_idx
+from flower_suite.data.synthetic import load_synthetic_cifar
 from flower_suite.registry import Registry
 
 Split = tuple[ArrayDataset, ArrayDataset]
@@ -41,6 +42,8 @@ DATASETS.register("mnist_hub", _hub("mnist"))
 DATASETS.register("cifar10", _hub("cifar10"))
 DATASETS.register("femnist", _hub("femnist"))
 DATASETS.register("shakespeare", _hub("shakespeare"))
+# Synthetic, CIFAR-shaped: for timing and bytes benchmarks, never for accuracy claims.
+DATASETS.register("synthetic_cifar", load_synthetic_cifar)
 
 
 def register_dataset(name: str, loader: Loader) -> None:

@@ -248,13 +248,24 @@ def weight_layer_names(model: nn.Module) -> list[str]:
     return names
 
 
-def _convert(module: nn.Module, rank_ratio: float, skip_no_savings: bool) -> nn.Module | None:
-    """The low-rank replacement of ``module``, or ``None`` when it stays full-rank."""
+def _convert(
+    module: nn.Module, rank_ratio: float, skip_no_savings: bool, svd_init: bool = True
+) -> nn.Module | None:
+    """The low-rank replacement of ``module``, or ``None`` when it stays full-rank.
+
+    With ``svd_init=False`` only the structure is built (fresh factor weights): a client that
+    is about to load the server's factors needs no SVD.
+    """
     if isinstance(module, nn.Linear):
         a, b = module.out_features, module.in_features
         r = rank_for(a, b, rank_ratio)
         if skip_no_savings and r * (a + b) >= a * b:
             return None
+        if not svd_init:
+            w = module.weight
+            return LowRankLinear(
+                b, a, r, bias=module.bias is not None, device=w.device, dtype=w.dtype
+            )
         return LowRankLinear.from_linear(module, r)
     if isinstance(module, nn.Conv2d):
         if module.groups != 1:
@@ -263,6 +274,21 @@ def _convert(module: nn.Module, rank_ratio: float, skip_no_savings: bool) -> nn.
         r = rank_for(a, b, rank_ratio)
         if skip_no_savings and r * (a + b) >= a * b:
             return None
+        if not svd_init:
+            w = module.weight
+            return LowRankConv2d(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,  # type: ignore[arg-type]
+                r,
+                stride=module.stride,  # type: ignore[arg-type]
+                padding=module.padding,  # type: ignore[arg-type]
+                dilation=module.dilation,  # type: ignore[arg-type]
+                bias=module.bias is not None,
+                padding_mode=module.padding_mode,
+                device=w.device,
+                dtype=w.dtype,
+            )
         return LowRankConv2d.from_conv(module, r)
     if isinstance(module, nn.LSTM | GateLSTM):
         if isinstance(module, nn.LSTM) and (module.bidirectional or module.proj_size > 0):
@@ -284,6 +310,7 @@ def factorize(
     *,
     keep_first_and_last: bool = True,
     skip_no_savings: bool = True,
+    svd_init: bool = True,
 ) -> nn.Module:
     """A deep copy of ``model`` with its Linear/Conv2d/LSTM layers replaced by low-rank ones.
 
@@ -303,6 +330,10 @@ def factorize(
     skip_no_savings:
         Default ``True``: a layer whose factorization would not reduce its parameter count
         (``r (a + b) >= a b``) stays full-rank. Set ``False`` to convert at ``rho = 1``.
+    svd_init:
+        Default ``True``: factors from the truncated SVD of the original weights (spec
+        section 5). ``False`` builds the same structure without SVD (Linear and Conv2d factors
+        freshly initialised), for a model that will load trained factors anyway.
 
     Linear layers whose weight is shared with another module (tied embeddings) and grouped
     convs are never converted. Everything else (BatchNorm statistics, biases) is copied as is.
@@ -312,6 +343,12 @@ def factorize(
     keep = set(keep_full_rank)
     names = weight_layer_names(new)
     modules = dict(new.named_modules())
+    unknown = sorted(keep - set(modules))
+    if unknown:
+        raise ValueError(
+            f"keep_full_rank names no module of the model: {unknown}; weight layers are "
+            f"{names[:12]}{' ...' if len(names) > 12 else ''}"
+        )
     if keep_first_and_last:
         convs = [n for n in names if isinstance(modules[n], nn.Conv2d)]
         linears = [n for n in names if isinstance(modules[n], nn.Linear)]
@@ -325,7 +362,7 @@ def factorize(
         module = modules[name]
         if any(uses[id(p)] > 1 for p in module.parameters(recurse=False)):
             continue
-        replacement = _convert(module, rank_ratio, skip_no_savings)
+        replacement = _convert(module, rank_ratio, skip_no_savings, svd_init)
         if replacement is None:
             continue
         replacement.train(module.training)

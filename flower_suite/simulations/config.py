@@ -10,6 +10,7 @@ Schema (every field optional except where a default cannot be guessed; see
     [strategy]   name, <strategy keyword arguments>
     [client]     local_epochs, lr, momentum, weight_decay, batch_size, proximal_mu
     [resources]  num_cpus, num_gpus
+    [lowrank]    rank_ratio, warmup_rounds, keep_full_rank, keep_first_and_last, lr_factor
 
 Every error is a :class:`ConfigError` whose message starts with the dotted field name.
 """
@@ -69,6 +70,32 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class LowRankConfig:
+    """PUFFERFISH in federated training: ``warmup_rounds`` full-rank rounds, then factors.
+
+    ``rank_ratio = 0`` (the default) trains the full-rank model throughout.
+    """
+
+    rank_ratio: float = 0.0
+    warmup_rounds: int = 1
+    keep_full_rank: tuple[str, ...] = ()  # module names kept full-rank (plus first/last)
+    keep_first_and_last: bool = True
+    lr_factor: float = 1.0  # client lr multiplier after the switch
+
+    def __post_init__(self) -> None:
+        keep = self.keep_full_rank
+        if isinstance(keep, str) or not all(isinstance(name, str) for name in keep):
+            raise ConfigError(
+                f"lowrank.keep_full_rank: expected a list of module names, got {keep!r}"
+            )
+        object.__setattr__(self, "keep_full_rank", tuple(keep))
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank_ratio > 0
+
+
+@dataclass(frozen=True)
 class NamedConfig:
     """A registry name plus the keyword arguments passed to its factory."""
 
@@ -91,6 +118,7 @@ class ExperimentConfig:
     strategy: NamedConfig = field(default_factory=lambda: NamedConfig("fedavg"))
     client: ClientConfig = field(default_factory=ClientConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    lowrank: LowRankConfig = field(default_factory=LowRankConfig)
 
     @property
     def sampled_clients(self) -> int:
@@ -115,6 +143,7 @@ _SECTIONS = {
     "partition": PartitionConfig,
     "client": ClientConfig,
     "resources": ResourcesConfig,
+    "lowrank": LowRankConfig,
 }
 _NAMED = ("model", "strategy")
 # Strategy parameters the runner derives from clients_per_round / evaluate_clients.
@@ -236,6 +265,19 @@ def validate(config: ExperimentConfig) -> None:
         config.resources.num_gpus >= 0,
         f"resources.num_gpus: must be >= 0, not {config.resources.num_gpus}",
     )
+    lowrank = config.lowrank
+    _check(
+        0 <= lowrank.rank_ratio <= 1,
+        f"lowrank.rank_ratio: must be in (0, 1] (0 = full-rank training), "
+        f"not {lowrank.rank_ratio}",
+    )
+    _check(lowrank.lr_factor > 0, f"lowrank.lr_factor: must be > 0, not {lowrank.lr_factor}")
+    if lowrank.enabled:
+        _check(
+            0 <= lowrank.warmup_rounds < config.rounds,
+            f"lowrank.warmup_rounds: must be in [0, rounds={config.rounds}) so that the model "
+            f"is factorized during the run, not {lowrank.warmup_rounds}",
+        )
     from flower_suite.training import TrainConfig
 
     try:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from flwr.app import ArrayRecord, Message
 from flwr.serverapp import Grid
+from torch import nn
 
 from flower_suite.clients.client_app import CLIENT_INFO_KEY, load_arrays
 from flower_suite.data.dataset import ArrayDataset
@@ -32,6 +33,16 @@ class HookContext:
     strategy: Any
     grid: MeteredGrid
 
+    def model_for(self, arrays: ArrayRecord) -> nn.Module:
+        """A model holding ``arrays``, whatever their architecture: strategies that change
+        it (PUFFERFISH factorization, FedMA's wider layers) provide ``model_for_arrays``."""
+        build = getattr(self.strategy, "model_for_arrays", None)
+        if build is not None:
+            return build(arrays)
+        model = self.task.build_model()
+        load_arrays(model, arrays)
+        return model
+
 
 HookFactory = Callable[[HookContext], RoundHook]
 
@@ -42,22 +53,37 @@ class TestSetEvaluation:
     __test__ = False  # not a pytest class
 
     def __init__(
-        self, model_fn: Callable[[], Any], test: ArrayDataset, prefix: str = "test"
+        self,
+        model_fn: Callable[[], Any],
+        test: ArrayDataset,
+        prefix: str = "test",
+        model_for: Callable[[ArrayRecord], nn.Module] | None = None,
     ) -> None:
         self.model = model_fn()
         self.test = test
         self.prefix = prefix
         self.device = select_device()
+        self.model_for = model_for  # for arrays of another architecture than model_fn's
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> Mapping[str, float]:
-        load_arrays(self.model, arrays)
+        if self.model_for is not None and not _fits(self.model, arrays):
+            self.model = self.model_for(arrays)
+        else:
+            load_arrays(self.model, arrays)
         result = evaluate(self.model, self.test, device=self.device)
         return {f"{self.prefix}-loss": result.loss, f"{self.prefix}-acc": result.accuracy}
 
 
 def test_set_evaluation(ctx: HookContext) -> RoundHook:
     """Default hook factory: evaluate on the experiment's test split."""
-    return TestSetEvaluation(ctx.task.build_model, ctx.task.data()[1])
+    return TestSetEvaluation(ctx.task.build_model, ctx.task.data()[1], model_for=ctx.model_for)
+
+
+def _fits(model: nn.Module, arrays: ArrayRecord) -> bool:
+    state = model.state_dict()
+    return list(state) == list(arrays.keys()) and all(
+        tuple(state[k].shape) == tuple(arrays[k].shape) for k in state
+    )
 
 
 def communication(ctx: HookContext) -> RoundHook:
@@ -65,7 +91,12 @@ def communication(ctx: HookContext) -> RoundHook:
 
     def hook(server_round: int, arrays: ArrayRecord) -> Mapping[str, float]:
         sent, received = ctx.grid.take_counts()
-        return {"bytes-sent": float(sent), "bytes-received": float(received)}
+        return {
+            "bytes-sent": float(sent),
+            "bytes-received": float(received),
+            # Size of the global model, which changes under PUFFERFISH and FedMA.
+            "global-bytes": float(arrays.count_bytes()),
+        }
 
     return hook
 

@@ -17,13 +17,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from flower_suite.clients.client_app import load_arrays
 from flower_suite.data.partition import format_histograms
 from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookContext, HookFactory, MeteredGrid
 from flower_suite.simulations.recording import RunRecorder
 from flower_suite.simulations.task import ExperimentTask, accepts
 from flower_suite.strategies import STRATEGIES
+from flower_suite.strategies.lowrank import LowRankWarmup
 
 RoundCallback = Callable[[Mapping[str, Any]], None]
 
@@ -67,8 +67,11 @@ class _MetricsTap:
         return out
 
 
-def build_strategy(config: ExperimentConfig, tap: _MetricsTap | None = None) -> Strategy:
-    """The configured strategy, with sampling derived from clients_per_round."""
+def build_strategy(
+    config: ExperimentConfig, tap: _MetricsTap | None = None, task: ExperimentTask | None = None
+) -> Strategy:
+    """The configured strategy, with sampling derived from clients_per_round, wrapped in the
+    PUFFERFISH warm-up when ``[lowrank]`` is enabled."""
     factory = STRATEGIES.get(config.strategy.name)
     n, m, e = config.num_clients, config.sampled_clients, config.evaluate_clients
     derived: dict[str, Any] = {
@@ -84,7 +87,18 @@ def build_strategy(config: ExperimentConfig, tap: _MetricsTap | None = None) -> 
         derived["evaluate_metrics_aggr_fn"] = tap.aggregator("client-eval")
     kwargs = {k: v for k, v in derived.items() if accepts(factory, k)}
     kwargs.update(config.strategy.kwargs)
-    return factory(**kwargs)
+    strategy = factory(**kwargs)
+    task = task or ExperimentTask(config)
+    spec = task.lowrank_spec
+    if spec is not None:
+        strategy = LowRankWarmup(
+            strategy,
+            spec,
+            model_fn=task.build_model,
+            warmup_rounds=config.lowrank.warmup_rounds,
+            lr_factor=config.lowrank.lr_factor,
+        )
+    return strategy
 
 
 def train_config_record(config: ExperimentConfig) -> ConfigRecord:
@@ -143,7 +157,7 @@ def server_main(
     random.seed(config.seed)  # Flower samples clients with the `random` module
     task = task or ExperimentTask(config)
     tap = _MetricsTap()
-    strategy = build_strategy(config, tap)
+    strategy = build_strategy(config, tap, task)
     metered = MeteredGrid(grid)
     # Knowing each node's partition makes sampling and the order of aggregation (hence
     # floating-point sums) independent of the random simulation node ids and of Ray's
@@ -187,8 +201,7 @@ def server_main(
     result.final_arrays = outcome.arrays
     result.wall_time_s = time.perf_counter() - start
     if recorder is not None:
-        model = task.build_model()
-        load_arrays(model, outcome.arrays)
+        model = context.model_for(outcome.arrays)
         recorder.finish(
             result.rows,
             model,

@@ -20,6 +20,7 @@ from flower_suite.data.dataset import ArrayDataset
 from flower_suite.data.partition import PartitionSpec, label_histograms, partition_indices
 from flower_suite.data.registry import load_dataset
 from flower_suite.models import MODELS
+from flower_suite.models.lowrank_spec import LowRankSpec
 from flower_suite.registry import accepted_parameters
 from flower_suite.simulations.config import DataConfig, ExperimentConfig, PartitionConfig
 from flower_suite.training import TrainConfig
@@ -121,6 +122,14 @@ class ExperimentTask:
             torch.manual_seed(seed)
             return factory(**self.model_kwargs())
 
+    @property
+    def lowrank_spec(self) -> LowRankSpec | None:
+        """The PUFFERFISH factorization the config asks for, if any."""
+        c = self.config.lowrank
+        if not c.enabled:
+            return None
+        return LowRankSpec(c.rank_ratio, c.keep_full_rank, c.keep_first_and_last)
+
     def client_data(self, partition_id: int) -> ClientData:
         """Training partition ``partition_id mod num_partitions`` plus a test-set shard."""
         n = self.config.num_clients
@@ -153,6 +162,17 @@ class ExperimentTask:
                 f"model {self.config.model.name!r} outputs {tuple(out.shape[1:])} but "
                 f"{self.config.data.dataset} has {test.num_classes} classes"
             )
+        spec = self.lowrank_spec
+        if spec is not None:
+            try:
+                factorized = spec.apply(model)
+            except ValueError as err:
+                raise ValueError(f"lowrank: {err}") from err
+            if factorized.state_dict().keys() == model.state_dict().keys():
+                raise ValueError(
+                    f"lowrank: rank_ratio {spec.rank_ratio} factorizes no layer of "
+                    f"{self.config.model.name!r} (each would not save parameters or is kept)"
+                )
 
 
 def accepts(factory: Any, name: str) -> bool:

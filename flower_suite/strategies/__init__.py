@@ -7,7 +7,8 @@ Robust strategies keep Flower's names, so switching is one import::
 
 Registered names (``strategy.name`` in experiment configs): fedavg, fedprox, krum, multikrum,
 bulyan, fedmedian, fedtrimmedavg, geometric_median (alias rfa), signsgd, centeredclipping,
-detox. ``register_strategy`` adds your own.
+detox; backdoor defenses normclipping (alias ndc), weakdp, flame, foolsgold, crfl.
+``register_strategy`` adds your own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 
 from flower_suite.registry import Registry
+from flower_suite.strategies.defenses import CRFL, FLAME, FoolsGold, NormClipping, WeakDP
 from flower_suite.strategies.detox import DETOX
 from flower_suite.strategies.legacy import LegacyRobust
 from flower_suite.strategies.robust import RobustFedAvg, RoundRecord
@@ -50,6 +52,18 @@ for _name, _factory in (
 ):
     STRATEGIES.register(_name, _factory)
 
+# Backdoor defenses (issue 4).
+for _name, _factory in (
+    ("normclipping", NormClipping),
+    ("ndc", NormClipping),
+    ("weakdp", WeakDP),
+    ("flame", FLAME),
+    ("foolsgold", FoolsGold),
+    ("crfl", CRFL),
+):
+    STRATEGIES.register(_name, _factory)
+
+
 
 def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
     """Make ``factory`` available to experiment configs as ``strategy.name = name``."""
@@ -62,20 +76,25 @@ def create_strategy(name: str, **kwargs: Any) -> Strategy:
 
 
 __all__ = [
+    "CRFL",
     "DETOX",
+    "FLAME",
     "RFA",
     "STRATEGIES",
     "Bulyan",
     "CenteredClipping",
     "FedMedian",
     "FedTrimmedAvg",
+    "FoolsGold",
     "GeometricMedian",
     "Krum",
     "LegacyRobust",
     "MultiKrum",
+    "NormClipping",
     "RobustFedAvg",
     "RoundRecord",
     "SignSGD",
+    "WeakDP",
     "create_strategy",
     "register_strategy",
 ]
