@@ -7,5 +7,14 @@ from flower_suite.clients.client_app import (
     make_client_app,
     train_config_from,
 )
+from flower_suite.clients.secagg_mod import make_secagg_mod, secagg_mod
 
-__all__ = ["ClientData", "client_seed", "load_arrays", "make_client_app", "train_config_from"]
+__all__ = [
+    "ClientData",
+    "client_seed",
+    "load_arrays",
+    "make_client_app",
+    "make_secagg_mod",
+    "secagg_mod",
+    "train_config_from",
+]

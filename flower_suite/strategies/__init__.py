@@ -34,6 +34,7 @@ from flower_suite.strategies.robust_rules import (
     MultiKrum,
     SignSGD,
 )
+from flower_suite.strategies.secagg import SecAggPlus, SecAggRoundRecord
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
 for _name, _factory in (
@@ -93,6 +94,8 @@ __all__ = [
     "NormClipping",
     "RobustFedAvg",
     "RoundRecord",
+    "SecAggPlus",
+    "SecAggRoundRecord",
     "SignSGD",
     "WeakDP",
     "create_strategy",

@@ -1,0 +1,148 @@
+"""Client mod for secure aggregation (SecAgg / SecAgg+) around any Message-API train handler.
+
+Spec ``secagg.md`` section 9. Every protocol message is a ``train`` message whose content holds
+a ConfigRecord ``"secagg"`` (the dict of a :mod:`flower_suite.secagg.messages` message). The mod
+answers stages 0-2 and 4 itself; in stage 3 it decrypts the shares, calls the wrapped handler
+(the user's training), turns the reply into the update ``reply arrays - global arrays``, and
+replaces the reply by the masked vector: **no ArrayRecord and, by default, no MetricRecord leave
+the client** (Flower's mod returns the example count and metrics in clear). The protocol state
+lives in ``Context.state`` as a ConfigRecord of ints and bytes (no pickle).
+
+A plain ``train`` message without the ``"secagg"`` record is refused (``require_secagg``), so a
+misconfigured server cannot silently receive a plaintext update. A client that detects a
+problem (tampered share, stage out of order) raises; Flower returns an error reply and the
+server treats the client as dropped.
+
+Usage::
+
+    app = make_client_app(model_fn, data_fn, mods=[secagg_mod])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.clientapp.typing import ClientAppCallable, Mod
+
+from flower_suite.secagg import (
+    MaskedInputRequest,
+    RandomSource,
+    SecAggClient,
+    SecAggError,
+    SetupRequest,
+    ShareKeysRequest,
+    Stage,
+    UnmaskRequest,
+)
+
+RECORD_KEY = "secagg"  # ConfigRecord carrying the protocol message
+STATE_KEY = "secagg-state"  # ConfigRecord in Context.state
+# extra keys the server adds to the stage-3 record (beside the protocol message)
+ARRAYS_KEY = "arrays-key"
+WEIGHT_KEY = "weight-key"
+METRICS_IN_CLEAR = "metrics-in-clear"
+
+WeightFn = Callable[[RecordDict, str], float]
+
+
+def default_weight(content: RecordDict, weight_key: str) -> float:
+    """The example count the training handler reported (``metrics[weight_key]``)."""
+    for record in content.metric_records.values():
+        if weight_key in record:
+            return float(record[weight_key])  # type: ignore[arg-type]
+    raise SecAggError(f"the train reply has no metric {weight_key!r} to weight the update by")
+
+
+def flat_update(global_arrays: ArrayRecord, local_arrays: ArrayRecord) -> np.ndarray:
+    """``local - global`` as one float64 vector, arrays in the order the server sent them (the
+    server unflattens in the same order)."""
+    if list(local_arrays.keys()) != list(global_arrays.keys()):
+        missing = sorted(set(global_arrays) - set(local_arrays))
+        extra = sorted(set(local_arrays) - set(global_arrays))
+        if missing or extra:
+            raise SecAggError(
+                f"trained arrays differ from the server's: missing {missing}, extra {extra}"
+            )
+    parts = []
+    for key, array in global_arrays.items():
+        before = array.numpy()
+        after = local_arrays[key].numpy()
+        if after.shape != before.shape:
+            raise SecAggError(f"array {key!r} has shape {after.shape}, server sent {before.shape}")
+        parts.append((after.astype(np.float64) - before.astype(np.float64)).reshape(-1))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def make_secagg_mod(
+    *,
+    weight_fn: WeightFn = default_weight,
+    require_secagg: bool = True,
+    passthrough_records: Sequence[str] = ("client-info",),
+    source: RandomSource | None = None,
+) -> Mod:
+    """Build the mod.
+
+    Parameters
+    ----------
+    weight_fn : callable (default: the reply's ``metrics[weight_key]``)
+        ``(train reply content, weight_key) -> example count``; capped at ``max_weight``.
+    require_secagg : bool (default: True)
+        Refuse ``train`` messages without the protocol record.
+    passthrough_records : sequence of str (default: ``("client-info",)``)
+        ConfigRecords of the train reply forwarded unchanged (they must not hold the update).
+    source : RandomSource, optional
+        Randomness for keys and seeds; the OS CSPRNG unless a test injects a seeded one.
+    """
+
+    def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, context)
+        if RECORD_KEY not in msg.content.config_records:
+            if require_secagg:
+                raise SecAggError(
+                    "secagg_mod: refusing a plain train message (it would send the update in "
+                    "clear); run the server with flower_suite.strategies.SecAggPlus"
+                )
+            return call_next(msg, context)
+        data = dict(msg.content.config_records[RECORD_KEY])
+        stage = data.get("stage")
+        saved = context.state.config_records.get(STATE_KEY)
+        client = (
+            SecAggClient.from_dict(dict(saved), source=source)
+            if saved is not None and stage != Stage.SETUP
+            else SecAggClient(source=source)
+        )
+        content = RecordDict()
+        if stage == Stage.SETUP:
+            reply = client.setup(SetupRequest.from_dict(data))
+        elif stage == Stage.SHARE_KEYS:
+            reply = client.share_keys(ShareKeysRequest.from_dict(data))
+        elif stage == Stage.MASKED_INPUT:
+            client.receive_shares(MaskedInputRequest.from_dict(data))
+            trained = call_next(msg, context)
+            if trained.has_error():
+                raise SecAggError(f"local training failed: {trained.error.reason}")
+            arrays_key = str(data.get(ARRAYS_KEY, "arrays"))
+            weight_key = str(data.get(WEIGHT_KEY, "num-examples"))
+            update = flat_update(msg.content[arrays_key], trained.content[arrays_key])
+            reply = client.masked_input(update, weight_fn(trained.content, weight_key))
+            for name in passthrough_records:
+                if name in trained.content.config_records:
+                    content[name] = trained.content.config_records[name]
+            if data.get(METRICS_IN_CLEAR):
+                for name, record in trained.content.metric_records.items():
+                    content[name] = record
+        elif stage == Stage.UNMASK:
+            reply = client.unmask(UnmaskRequest.from_dict(data))
+        else:
+            raise SecAggError(f"secagg_mod: unknown stage {stage!r}")
+        context.state.config_records[STATE_KEY] = ConfigRecord(client.to_dict())  # type: ignore[arg-type]
+        content[RECORD_KEY] = ConfigRecord(reply.to_dict())
+        return Message(content=content, reply_to=msg)
+
+    return secagg_mod
+
+
+secagg_mod: Mod = make_secagg_mod()
