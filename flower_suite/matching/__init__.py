@@ -10,8 +10,20 @@ states) to global units before averaging them.
   matching of one layer, :func:`match_layer` (spec sections 3, 4 and 8).
 * :mod:`~flower_suite.matching.average`: matched averaging given assignments and a one-shot
   layer-by-layer :func:`matched_average` of whole models (spec sections 3 and 5).
+* :mod:`~flower_suite.matching.layerwise`: one step of the layer-wise protocol, server side
+  (:func:`match_client_layers`, :func:`average_last_layer`) and client side
+  (:func:`install_global_layer`) (spec sections 5 and 6).
+* :mod:`~flower_suite.matching.architecture`: rebuild any supported model at grown widths
+  (:func:`model_for_state`, :func:`resize_model`, :func:`matchable_layers`).
 """
 
+from flower_suite.matching.architecture import (
+    count_state_parameters,
+    matchable_layers,
+    model_for_state,
+    resize_model,
+    state_shapes,
+)
 from flower_suite.matching.average import (
     MatchedAverage,
     aggregate_units,
@@ -23,6 +35,14 @@ from flower_suite.matching.average import (
     unit_vectors,
 )
 from flower_suite.matching.bbp_map import MatchResult, bbp_map_scores, match_layer
+from flower_suite.matching.layerwise import (
+    LayerMatch,
+    average_last_layer,
+    install_global_layer,
+    layer_tensor_names,
+    match_client_layers,
+    popular_assignment,
+)
 from flower_suite.matching.permutation import (
     LayerSpec,
     describe_model,
@@ -38,26 +58,37 @@ from flower_suite.matching.permutation import (
 )
 
 __all__ = [
+    "LayerMatch",
     "LayerSpec",
     "MatchResult",
     "MatchedAverage",
     "aggregate_units",
+    "average_last_layer",
     "average_recurrent",
     "bbp_map_scores",
     "class_weighted_last_layer",
     "class_weights",
+    "count_state_parameters",
     "describe_model",
     "expand_index",
     "from_unit_vectors",
     "input_slots",
+    "install_global_layer",
+    "layer_tensor_names",
+    "match_client_layers",
     "match_layer",
+    "matchable_layers",
     "matched_average",
+    "model_for_state",
     "num_units",
     "output_slots",
     "permute_layer",
     "permute_model",
+    "popular_assignment",
     "random_permutations",
     "reconstruct_local",
+    "resize_model",
     "scatter_units",
+    "state_shapes",
     "unit_vectors",
 ]

@@ -7,7 +7,8 @@ Robust strategies keep Flower's names, so switching is one import::
 
 Registered names (``strategy.name`` in experiment configs): fedavg, fedprox, krum, multikrum,
 bulyan, fedmedian, fedtrimmedavg, geometric_median (alias rfa), signsgd, centeredclipping,
-detox; backdoor defenses normclipping (alias ndc), weakdp, flame, foolsgold, crfl.
+detox; backdoor defenses normclipping (alias ndc), weakdp, flame, foolsgold, crfl; fedma
+(FedMA, its own round structure: ``FedMA(model_fn=...)``).
 ``register_strategy`` adds your own.
 """
 
@@ -21,6 +22,7 @@ from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
 from flower_suite.registry import Registry
 from flower_suite.strategies.defenses import CRFL, FLAME, FoolsGold, NormClipping, WeakDP
 from flower_suite.strategies.detox import DETOX
+from flower_suite.strategies.fedma import FedMA
 from flower_suite.strategies.legacy import LegacyRobust
 from flower_suite.strategies.robust import RobustFedAvg, RoundRecord
 from flower_suite.strategies.robust_rules import (
@@ -64,6 +66,8 @@ for _name, _factory in (
 ):
     STRATEGIES.register(_name, _factory)
 
+# FedMA (issue 6): layer-wise matched averaging with its own round structure.
+STRATEGIES.register("fedma", FedMA)
 
 
 def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
@@ -84,6 +88,7 @@ __all__ = [
     "STRATEGIES",
     "Bulyan",
     "CenteredClipping",
+    "FedMA",
     "FedMedian",
     "FedTrimmedAvg",
     "FoolsGold",
