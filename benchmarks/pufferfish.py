@@ -2,7 +2,7 @@
 
     python benchmarks/pufferfish.py digits   [--seeds 0 1 2] [--rounds 15]
     python benchmarks/pufferfish.py resnet   [--rounds 2]      # federated, synthetic CIFAR
-    python benchmarks/pufferfish.py speed    [--repeats 7] [--batch 32]
+    python benchmarks/pufferfish.py speed    [--repeats 7] [--batch 32] [--threads N]
 
 ``digits``: the demo experiment (FedAvg, 10 clients, DigitsCNN, 2 local epochs, lr 0.1) full
 rank vs PUFFERFISH (rank ratio 0.25, 5 warm-up rounds, lr x 0.25 after the switch), per seed;
@@ -140,7 +140,9 @@ def _sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[]
     return step
 
 
-def speed(repeats: int, batch: int) -> None:
+def speed(repeats: int, batch: int, threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     full = ResNet18(stem_bn=False)
     low = pufferfish_resnet18(ResNet18(stem_bn=False))
@@ -198,13 +200,14 @@ def main() -> None:
     s = sub.add_parser("speed")
     s.add_argument("--repeats", type=int, default=7)
     s.add_argument("--batch", type=int, default=32)
+    s.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     if args.what == "digits":
         digits(args.seeds, args.rounds)
     elif args.what == "resnet":
         resnet(args.rounds)
     else:
-        speed(args.repeats, args.batch)
+        speed(args.repeats, args.batch, args.threads)
 
 
 if __name__ == "__main__":

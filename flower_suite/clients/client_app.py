@@ -3,7 +3,8 @@
 The app is built from two factories, so it serves our simulations and users' own setups:
 ``model_fn(context) -> nn.Module`` and ``data_fn(context) -> ClientData``. Hyper-parameters
 arrive each round in the instruction's ConfigRecord (kebab-case keys, as Flower uses), with
-``defaults`` filling what the server leaves out.
+``defaults`` filling what the server leaves out; an optional ``lr-decay`` key scales the
+learning rate by ``lr-decay ** server-round``.
 
 Train reply: ``{"arrays": ArrayRecord(state_dict), "metrics": {"train-loss", "num-examples"},
 "client-info": {"partition-id"}}``. Evaluate reply: ``{"metrics": {"eval-loss", "eval-acc",
@@ -96,6 +97,15 @@ def train_config_from(record: ConfigRecord | None, defaults: TrainConfig) -> Tra
     return dataclasses.replace(defaults, **updates)
 
 
+def decayed_lr(hparams: TrainConfig, record: ConfigRecord | None, server_round: int) -> TrainConfig:
+    """``lr * lr-decay ** server-round`` when the config sends ``lr-decay`` (the edge-case
+    papers' ``0.998^t`` schedules); ``hparams`` unchanged (bitwise) without that key."""
+    if record is None or "lr-decay" not in record:
+        return hparams
+    decay = float(record["lr-decay"])  # type: ignore[arg-type]
+    return dataclasses.replace(hparams, lr=hparams.lr * decay**server_round)
+
+
 def client_seed(base_seed: int, server_round: int, partition_id: int) -> int:
     """A per-client, per-round seed; equal inputs give equal seeds on every machine."""
     seq = np.random.SeedSequence([base_seed, server_round, partition_id])
@@ -178,6 +188,7 @@ def make_client_app(
         config = msg.content.config_records.get("config")
         hparams = train_config_from(config, train_defaults)
         server_round = int(config.get("server-round", 0)) if config is not None else 0
+        hparams = decayed_lr(hparams, config, server_round)
         base_seed = int(config.get("seed", seed)) if config is not None else seed
         # A server that controls data assignment (DETOX) names the partition to train on;
         # the batch seed follows the partition, so replicas compute identical updates.

@@ -3,6 +3,7 @@
 flower-suite run EXPERIMENT.toml [--set key=value ...] [--output-dir DIR]
 flower-suite demo [--set key=value ...]
 flower-suite list
+flower-suite bench GRID.toml [--output DIR] [--parallel N] [--no-resume] [--dry-run]
 """
 
 from __future__ import annotations
@@ -44,6 +45,25 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--no-record", action="store_true", help="do not write a run directory")
         cmd.add_argument("--verbose", action="store_true", help="show Flower's INFO logs")
     sub.add_parser("list", help="list presets, data sets, models and strategies")
+    bench = sub.add_parser(
+        "bench", help="run a grid of experiments (axes x seeds): resumable, CSV, table, plots"
+    )
+    bench.add_argument("grid", help="path to a grid TOML file (see flower_suite.simulations.bench)")
+    bench.add_argument(
+        "--output", default=None, metavar="DIR", help="results go to DIR/<grid name>/ (bench)"
+    )
+    bench.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="cells run at once in separate processes; each cell's Ray simulation already uses "
+        "every CPU, so 1 is best on small machines (default 1)",
+    )
+    bench.add_argument(
+        "--no-resume", action="store_true", help="re-run cells that finished earlier"
+    )
+    bench.add_argument("--dry-run", action="store_true", help="validate and list the cells")
     return parser
 
 
@@ -114,11 +134,66 @@ def _list(console: Console) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace, console: Console) -> int:
+    from flower_suite.simulations.bench import run_bench
+
+    def on_progress(event: Any) -> None:
+        style = {"failed": "red", "skipped": "dim", "done": "green"}.get(event.status, "")
+        line = event.line()
+        console.print(
+            f"[{style}]{line}[/{style}]" if style else line, highlight=False, soft_wrap=True
+        )
+
+    try:
+        result = run_bench(
+            args.grid,
+            output_dir=args.output,
+            parallel=args.parallel,
+            resume=not args.no_resume,
+            on_progress=on_progress,
+            dry_run=args.dry_run,
+        )
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        console.print(f"[red]config error:[/red] {err}", highlight=False)
+        return 2
+    if args.dry_run:
+        total = len(result.cells)
+        for cell in result.cells:
+            note = "finished (skipped)" if cell.status == "skipped" else "to run"
+            console.print(
+                f"[{cell.cell.index}/{total}] {cell.cell.describe()}  {note}  -> {cell.directory}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(
+            f"{result.count('pending')} to run, {result.count('skipped')} finished earlier; "
+            f"output: {result.output_dir}"
+        )
+        return 0
+    console.print(
+        f"{result.count('ran')} ran, {result.count('skipped')} skipped, "
+        f"{len(result.failed)} failed; output: {result.output_dir}",
+        highlight=False,
+    )
+    if "summary" in result.files:
+        console.print(
+            result.files["summary"].read_text(), highlight=False, markup=False, soft_wrap=True
+        )
+    for failed in result.failed:
+        console.print(
+            f"[red]failed:[/red] {failed.cell.describe()} (see {failed.directory}/error.txt)",
+            highlight=False,
+        )
+    return 1 if result.failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     if args.command == "list":
         return _list(console)
+    if args.command == "bench":
+        return _bench(args, console)
     experiment = DEMO_PRESET if args.command == "demo" else args.experiment
     try:
         config = load_config(experiment, args.overrides)

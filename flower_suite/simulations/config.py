@@ -8,9 +8,11 @@ Schema (every field optional except where a default cannot be guessed; see
     [partition]  scheme, alpha, classes_per_client, min_partition_size, num_partitions
     [model]      name, <model keyword arguments>
     [strategy]   name, <strategy keyword arguments>
-    [client]     local_epochs, lr, momentum, weight_decay, batch_size, proximal_mu
+    [client]     local_epochs, lr, lr_decay, momentum, weight_decay, batch_size, proximal_mu
     [resources]  num_cpus, num_gpus
     [lowrank]    rank_ratio, warmup_rounds, keep_full_rank, keep_first_and_last, lr_factor
+    [attack]     name, attackers, num_attackers, pattern, every_k, start_round, edge_set, ...
+                 (see :class:`flower_suite.simulations.attack_config.AttackConfig`)
 
 Every error is a :class:`ConfigError` whose message starts with the dotted field name.
 """
@@ -28,6 +30,7 @@ from typing import Any
 
 from flower_suite.data.partition import SCHEMES
 from flower_suite.registry import RegistryError
+from flower_suite.simulations.attack_config import AttackConfig, validate_attack
 
 
 class ConfigError(ValueError):
@@ -61,6 +64,8 @@ class ClientConfig:
     weight_decay: float = 0.0
     batch_size: int = 32
     proximal_mu: float = 0.0
+    # lr_t = lr * lr_decay ** t in round t (the edge-case papers' 0.998^t); 1 = constant.
+    lr_decay: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class ExperimentConfig:
     client: ClientConfig = field(default_factory=ClientConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     lowrank: LowRankConfig = field(default_factory=LowRankConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
 
     @property
     def sampled_clients(self) -> int:
@@ -144,6 +150,7 @@ _SECTIONS = {
     "client": ClientConfig,
     "resources": ResourcesConfig,
     "lowrank": LowRankConfig,
+    "attack": AttackConfig,
 }
 _NAMED = ("model", "strategy")
 # Strategy parameters the runner derives from clients_per_round / evaluate_clients.
@@ -222,7 +229,10 @@ def validate(config: ExperimentConfig) -> None:
     """Value checks across fields, and that every registry name and keyword resolves."""
     from flower_suite.data.registry import DATASETS
     from flower_suite.models import MODELS
+    from flower_suite.simulations.attack_config import register_edge_datasets
     from flower_suite.strategies import STRATEGIES
+
+    register_edge_datasets()
 
     _check(config.rounds >= 1, f"rounds: must be >= 1, not {config.rounds}")
     _check(config.num_clients >= 1, f"num_clients: must be >= 1, not {config.num_clients}")
@@ -268,8 +278,7 @@ def validate(config: ExperimentConfig) -> None:
     lowrank = config.lowrank
     _check(
         0 <= lowrank.rank_ratio <= 1,
-        f"lowrank.rank_ratio: must be in (0, 1] (0 = full-rank training), "
-        f"not {lowrank.rank_ratio}",
+        f"lowrank.rank_ratio: must be in (0, 1] (0 = full-rank training), not {lowrank.rank_ratio}",
     )
     _check(lowrank.lr_factor > 0, f"lowrank.lr_factor: must be > 0, not {lowrank.lr_factor}")
     if lowrank.enabled:
@@ -280,10 +289,13 @@ def validate(config: ExperimentConfig) -> None:
         )
     from flower_suite.training import TrainConfig
 
+    client = dataclasses.asdict(config.client)
+    lr_decay = client.pop("lr_decay")
     try:
-        TrainConfig(**dataclasses.asdict(config.client))
+        TrainConfig(**client)
     except ValueError as err:
         raise ConfigError(f"client.{err}") from err
+    _check(0 < lr_decay <= 1, f"client.lr_decay: must be in (0, 1], not {lr_decay}")
 
     for where, registry, named in (
         ("model", MODELS, config.model),
@@ -307,6 +319,7 @@ def validate(config: ExperimentConfig) -> None:
         DATASETS.get(config.data.dataset)
     except RegistryError as err:
         raise ConfigError(f"data.dataset: {err}") from err
+    validate_attack(config)
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:

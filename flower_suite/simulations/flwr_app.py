@@ -22,13 +22,14 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from flwr.app import Context
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-from torch import nn
 
-from flower_suite.clients.client_app import ClientData, make_client_app, partition_id_of
+from flower_suite.clients.client_app import ClientData, partition_id_of
 from flower_suite.simulations.config import ExperimentConfig, load_config
 from flower_suite.simulations.recording import RunRecorder
+from flower_suite.simulations.runner import simulation_client_app
 from flower_suite.simulations.server import server_main
 from flower_suite.simulations.task import ExperimentTask
 
@@ -54,10 +55,6 @@ def task_for(context: Context) -> ExperimentTask:
     return _task(tuple(sorted(context.run_config.items())))
 
 
-def _model_fn(context: Context) -> nn.Module:
-    return task_for(context).build_model()
-
-
 def _data_fn(context: Context) -> ClientData:
     task = task_for(context)
     partitions = int(context.node_config.get("num-partitions", task.config.num_clients))
@@ -69,7 +66,27 @@ def _data_fn(context: Context) -> ClientData:
     return task.client_data(partition_id_of(context))
 
 
-client_app = make_client_app(_model_fn, _data_fn)
+@functools.lru_cache(maxsize=4)
+def _client_app(run_config_items: tuple[tuple[str, Any], ...]) -> ClientApp:
+    task = _task(run_config_items)
+    return simulation_client_app(task, base_data_fn=_data_fn)
+
+
+def _delegate(msg: Message, context: Context) -> Message:
+    # The experiment (and so the attack plan, FedMA handlers, ...) comes from the run
+    # config, known only per call: build the same ClientApp the runner uses, once per run.
+    return _client_app(tuple(sorted(context.run_config.items())))(msg, context)
+
+
+client_app = ClientApp()
+for _register in (
+    client_app.train(),
+    client_app.evaluate(),
+    client_app.query(),
+    client_app.train("fedma"),
+    client_app.evaluate("fedma"),
+):
+    _register(_delegate)
 
 server_app = ServerApp()
 

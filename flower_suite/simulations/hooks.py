@@ -3,7 +3,8 @@
 A hook is called once per round (and once for round 0, the initial model) with the current
 global arrays and returns metrics to add to that round's record. Hooks are built by factories
 that receive a :class:`HookContext`, so one can reach the strategy (selection records), the
-metered grid (bytes) or the task (model, data). Later issues add backdoor accuracy etc.
+metered grid (bytes) or the task (model, data). Attack runs add the hooks of
+``attack_hooks.py`` (backdoor accuracy, attacker selection, update norms).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class HookContext:
     task: Any  # ExperimentTask (typed loosely to avoid an import cycle)
     strategy: Any
     grid: MeteredGrid
+    # threats.ServerThreat of runs with an [attack] section (attack grid, plan), else None.
+    threat: Any = None
 
     def model_for(self, arrays: ArrayRecord) -> nn.Module:
         """A model holding ``arrays``, whatever their architecture: strategies that change

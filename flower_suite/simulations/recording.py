@@ -110,7 +110,15 @@ def plot_rounds(rows: Sequence[Mapping[str, Any]], path: Path, title: str = "") 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     keys = sorted({k for row in rows for k in row})
     for key in keys:
-        points = [(r["round"], r[key]) for r in rows if key in r and r[key] is not None]
+        # Only scalar accuracy/loss series are plotted; rows also hold lists (selected node
+        # ids of robust strategies) and counters.
+        if not key.endswith(("-acc", "-loss")):
+            continue
+        points = [
+            (r["round"], r[key])
+            for r in rows
+            if isinstance(r.get(key), int | float) and not isinstance(r.get(key), bool)
+        ]
         if not points:
             continue
         xs, ys = np.array(points, dtype=float).T

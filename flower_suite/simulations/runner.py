@@ -18,18 +18,31 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
 from flwr.serverapp import Grid, ServerApp
 
-from flower_suite.clients.client_app import make_client_app, partition_id_of, set_torch_threads
+from flower_suite.clients.client_app import (
+    DataFn,
+    TrainFn,
+    default_train,
+    make_client_app,
+    partition_id_of,
+    set_torch_threads,
+)
+from flower_suite.clients.fedma_client import add_fedma_handlers
 from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookFactory
 from flower_suite.simulations.recording import RunRecorder
 from flower_suite.simulations.server import RoundCallback, RunResult, server_main
 from flower_suite.simulations.task import ExperimentTask
+from flower_suite.simulations.threats import client_threat
 
 
-def simulation_client_app(task: ExperimentTask, mods: Sequence[Mod] = ()) -> ClientApp:
+def simulation_client_app(
+    task: ExperimentTask, mods: Sequence[Mod] = (), base_data_fn: DataFn | None = None
+) -> ClientApp:
     """The torch ClientApp for ``task``: partition from ``partition-id``, model from config.
 
-    ``mods`` wrap every client (attacks, compression, secure aggregation, ...).
+    ``mods`` wrap every client (attacks, compression, secure aggregation, ...). With an
+    ``[attack]`` section the task's attack plan adds the attacker pieces
+    (``threats.client_threat``): only the attacker partitions act on them.
     """
     threads = max(1, int(task.config.resources.num_cpus))
 
@@ -40,16 +53,33 @@ def simulation_client_app(task: ExperimentTask, mods: Sequence[Mod] = ()) -> Cli
     def data_fn(context: Context):
         return task.client_data(partition_id_of(context))
 
+    if base_data_fn is not None:  # the `flwr run` app checks the federation size first
+        data_fn = base_data_fn
+
     # A client given no GPU share trains on the CPU even where GPUs are visible.
     device = "cpu" if task.config.resources.num_gpus == 0 else None
-    return make_client_app(
+    train_fn: TrainFn = default_train
+    plan = task.threat_plan()
+    if plan is not None:  # [attack]: attacker partitions attack, the others stay honest
+        threat = client_threat(plan, task.config.seed)
+        data_fn = threat.wrap_data_fn(data_fn)
+        mods = [*threat.mods, *mods]
+        train_fn = threat.train_fn
+    app = make_client_app(
         model_fn,
         data_fn,
         defaults=task.train_config,
         seed=task.config.seed,
         device=device,
         mods=mods,
+        train_fn=train_fn,
     )
+    # FedMA's layer-wise steps arrive as `train.fedma` / `evaluate.fedma` messages; the
+    # handlers answer only those, so every app can carry them.
+    add_fedma_handlers(
+        app, model_fn, data_fn, defaults=task.train_config, seed=task.config.seed, device=device
+    )
+    return app
 
 
 class _DropKnownNoise(logging.Filter):

@@ -18,10 +18,13 @@ from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from flower_suite.data.partition import format_histograms
+from flower_suite.registry import accepted_parameters
+from flower_suite.simulations.attack_hooks import attack_metrics
 from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookContext, HookFactory, MeteredGrid
 from flower_suite.simulations.recording import RunRecorder
 from flower_suite.simulations.task import ExperimentTask, accepts
+from flower_suite.simulations.threats import server_threat, train_config_extras
 from flower_suite.strategies import STRATEGIES
 from flower_suite.strategies.lowrank import LowRankWarmup
 
@@ -87,8 +90,11 @@ def build_strategy(
         derived["evaluate_metrics_aggr_fn"] = tap.aggregator("client-eval")
     kwargs = {k: v for k, v in derived.items() if accepts(factory, k)}
     kwargs.update(config.strategy.kwargs)
-    strategy = factory(**kwargs)
     task = task or ExperimentTask(config)
+    if "model_fn" in accepted_parameters(factory):
+        # Strategies that rebuild the architecture (FedMA) get the experiment's model.
+        kwargs.setdefault("model_fn", task.build_model)
+    strategy = factory(**kwargs)
     spec = task.lowrank_spec
     if spec is not None:
         strategy = LowRankWarmup(
@@ -101,20 +107,27 @@ def build_strategy(
     return strategy
 
 
-def train_config_record(config: ExperimentConfig) -> ConfigRecord:
-    """Client hyper-parameters as sent each round (kebab-case, as the ClientApp reads them)."""
+def train_config_record(
+    config: ExperimentConfig, task: ExperimentTask | None = None
+) -> ConfigRecord:
+    """Client hyper-parameters as sent each round (kebab-case, as the ClientApp reads them);
+    ``lr-decay`` only when decaying and attack keys (``n-s-estimate``) only when attacking,
+    so other runs send exactly what they always sent."""
     c = config.client
-    return ConfigRecord(
-        {
-            "lr": c.lr,
-            "local-epochs": c.local_epochs,
-            "momentum": c.momentum,
-            "weight-decay": c.weight_decay,
-            "batch-size": c.batch_size,
-            "proximal-mu": c.proximal_mu,
-            "seed": config.seed,
-        }
-    )
+    record: dict[str, Any] = {
+        "lr": c.lr,
+        "local-epochs": c.local_epochs,
+        "momentum": c.momentum,
+        "weight-decay": c.weight_decay,
+        "batch-size": c.batch_size,
+        "proximal-mu": c.proximal_mu,
+        "seed": config.seed,
+    }
+    if c.lr_decay != 1.0:
+        record["lr-decay"] = c.lr_decay
+    if task is not None and config.attack.enabled:
+        record.update(train_config_extras(task.threat_plan()))
+    return ConfigRecord(record)
 
 
 def discover_partitions(grid: MeteredGrid, num_nodes: int, timeout: float = 120.0) -> None:
@@ -168,7 +181,13 @@ def server_main(
     )
     if partial:
         discover_partitions(metered, config.num_clients)
-    context = HookContext(task=task, strategy=strategy, grid=metered)
+    # Attack runs: the strategy talks to an AttackGrid (forced participation, omniscient
+    # injection, update norms) over the metered grid, and the attack hooks are added.
+    plan = task.threat_plan()
+    threat = server_threat(plan, metered, config) if plan is not None else None
+    if threat is not None:
+        hooks = [*hooks, attack_metrics]
+    context = HookContext(task=task, strategy=strategy, grid=metered, threat=threat)
     round_hooks = [factory(context) for factory in hooks]
     result = RunResult(config=config)
     if recorder is not None:
@@ -182,6 +201,8 @@ def server_main(
         row: dict[str, Any] = {"round": server_round}
         for hook in round_hooks:
             row.update(hook(server_round, arrays))
+        if threat is not None and "test-acc" in row:
+            row["main-acc"] = row["test-acc"]  # the backdoor papers' name for it
         row.update(tap.take())
         row["elapsed-s"] = time.perf_counter() - start
         result.rows.append(row)
@@ -192,10 +213,10 @@ def server_main(
         return MetricRecord({k: v for k, v in row.items() if isinstance(v, int | float)})
 
     outcome = strategy.start(
-        grid=metered,
+        grid=threat.grid if threat is not None else metered,
         initial_arrays=ArrayRecord(task.build_model(seed=config.seed).state_dict()),
         num_rounds=config.rounds,
-        train_config=train_config_record(config),
+        train_config=train_config_record(config, task),
         evaluate_fn=evaluate_fn,
     )
     result.final_arrays = outcome.arrays

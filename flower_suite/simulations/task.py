@@ -64,16 +64,31 @@ class ExperimentTask:
     config: ExperimentConfig
     split: tuple[ArrayDataset, ArrayDataset] | None = field(default=None, compare=False, repr=False)
     parts: tuple[np.ndarray, ...] | None = field(default=None, compare=False, repr=False)
+    # The seeded attack plan (threats.ThreatPlan) of configs with an [attack] section.
+    threat: Any = field(default=None, compare=False, repr=False)
 
     def preloaded(self, ship_limit_bytes: int = SHIP_DATA_LIMIT_BYTES) -> ExperimentTask:
-        """A copy carrying the partitions, and the data too when it is under the limit."""
+        """A copy carrying the partitions (and attack plan), and the data too when it is
+        under the limit."""
         train, test = self.data()
         size = sum(a.nbytes for d in (train, test) for a in (d.x, d.y))
         split = (train, test) if size <= ship_limit_bytes else None
-        return ExperimentTask(self.config, split=split, parts=self.partitions())
+        return ExperimentTask(
+            self.config, split=split, parts=self.partitions(), threat=self.threat_plan()
+        )
+
+    def threat_plan(self) -> Any:
+        """The attack plan (``threats.ThreatPlan``), or None without ``[attack]``; computed
+        here when not carried (it is deterministic in the config)."""
+        if self.threat is not None or not self.config.attack.enabled:
+            return self.threat
+        from flower_suite.simulations.threats import plan_threat
+
+        return plan_threat(self)
 
     @property
     def train_config(self) -> TrainConfig:
+        """Client defaults (``lr`` before ``client.lr_decay``, which the server sends)."""
         c = self.config.client
         return TrainConfig(
             local_epochs=c.local_epochs,
