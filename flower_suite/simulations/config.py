@@ -125,6 +125,9 @@ class ExperimentConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     lowrank: LowRankConfig = field(default_factory=LowRankConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    # Secure aggregation: SecAggPlus keywords (num_shares, reconstruction_threshold,
+    # clipping_range, ...); an empty table (the default) means plain aggregation.
+    secagg: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def sampled_clients(self) -> int:
@@ -139,6 +142,8 @@ class ExperimentConfig:
                 out[f.name] = {"name": value.name, **dict(value.kwargs)}
             elif dataclasses.is_dataclass(value):
                 out[f.name] = dataclasses.asdict(value)
+            elif isinstance(value, Mapping):
+                out[f.name] = dict(value)
             else:
                 out[f.name] = value
         return out
@@ -211,6 +216,10 @@ def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
             raise ConfigError(f"{key}: unknown field (known: {', '.join(sorted(known))})")
         if key in _SECTIONS:
             values[key] = _build_section(_SECTIONS[key], value, key)
+        elif key == "secagg":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"secagg: expected a table, got {type(value).__name__}")
+            values[key] = dict(value)
         elif key in _NAMED:
             values[key] = _build_named(value, key)
         else:
@@ -320,6 +329,9 @@ def validate(config: ExperimentConfig) -> None:
     except RegistryError as err:
         raise ConfigError(f"data.dataset: {err}") from err
     validate_attack(config)
+    from flower_suite.simulations.secagg_config import validate_secagg
+
+    validate_secagg(config)
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:

@@ -135,12 +135,34 @@ def selection_records(ctx: HookContext) -> RoundHook:
 DEFAULT_HOOKS: tuple[HookFactory, ...] = (test_set_evaluation, communication, selection_records)
 
 
+# ConfigRecords that carry model payload (secure aggregation's keys, shares and masked
+# vectors) count as traffic like ArrayRecords; other configs are hyper-parameters.
+PAYLOAD_CONFIG_KEYS = ("secagg",)
+
+
 def _array_bytes(messages: Iterable[Message]) -> int:
     total = 0
     for msg in messages:
         if msg.has_content():
             total += sum(rec.count_bytes() for rec in msg.content.array_records.values())
+            configs = msg.content.config_records
+            total += sum(_config_bytes(configs[k]) for k in PAYLOAD_CONFIG_KEYS if k in configs)
     return total
+
+
+def _value_bytes(value: Any) -> int:
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, list):
+        return sum(_value_bytes(v) for v in value)
+    return 1 if isinstance(value, bool) else 8
+
+
+def _config_bytes(record: Any) -> int:
+    """Payload bytes of a ConfigRecord (Flower's ``count_bytes`` rejects list values)."""
+    return sum(len(key) + _value_bytes(value) for key, value in record.items())
 
 
 class MeteredGrid(Grid):

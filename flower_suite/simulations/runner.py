@@ -27,9 +27,11 @@ from flower_suite.clients.client_app import (
     set_torch_threads,
 )
 from flower_suite.clients.fedma_client import add_fedma_handlers
+from flower_suite.clients.secagg_mod import secagg_mod
 from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookFactory
 from flower_suite.simulations.recording import RunRecorder
+from flower_suite.simulations.secagg_config import secagg_enabled
 from flower_suite.simulations.server import RoundCallback, RunResult, server_main
 from flower_suite.simulations.task import ExperimentTask
 from flower_suite.simulations.threats import client_threat
@@ -65,6 +67,8 @@ def simulation_client_app(
         data_fn = threat.wrap_data_fn(data_fn)
         mods = [*threat.mods, *mods]
         train_fn = threat.train_fn
+    if secagg_enabled(task.config):  # [secagg]: every client masks its update
+        mods = [*mods, secagg_mod]
     app = make_client_app(
         model_fn,
         data_fn,

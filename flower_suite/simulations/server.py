@@ -23,6 +23,7 @@ from flower_suite.simulations.attack_hooks import attack_metrics
 from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookContext, HookFactory, MeteredGrid
 from flower_suite.simulations.recording import RunRecorder
+from flower_suite.simulations.secagg_config import secagg_enabled, wrap_secagg
 from flower_suite.simulations.task import ExperimentTask, accepts
 from flower_suite.simulations.threats import server_threat, train_config_extras
 from flower_suite.strategies import STRATEGIES
@@ -104,6 +105,8 @@ def build_strategy(
             warmup_rounds=config.lowrank.warmup_rounds,
             lr_factor=config.lowrank.lr_factor,
         )
+    if secagg_enabled(config):
+        strategy = wrap_secagg(strategy, config)
     return strategy
 
 
