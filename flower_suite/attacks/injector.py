@@ -35,6 +35,7 @@ from flower_suite.attacks.byzantine import BYZANTINE_ATTACKS, UpdateAttack
 from flower_suite.attacks.mods import apply_update, as_schedule, flat_update, mark_attacker
 from flower_suite.attacks.schedule import AttackSchedule
 from flower_suite.clients.client_app import CLIENT_INFO_KEY, client_seed
+from flower_suite.forwarding_grid import ForwardingGrid
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def _round_of(message: Message) -> int:
         return 0
 
 
-class ByzantineInjector(Grid):
+class ByzantineInjector(ForwardingGrid):
     """A Grid that forwards everything to ``inner`` and rewrites attackers' train replies.
 
     Parameters
@@ -104,36 +105,6 @@ class ByzantineInjector(Grid):
         self.schedule = as_schedule(schedule)
         self.seed = seed
         self.records: list[InjectionRecord] = []
-
-    # --- forwarded Grid API ---------------------------------------------------------------
-
-    @property
-    def run(self) -> Any:  # type: ignore[override]
-        return self.inner.run
-
-    def set_run(self, run_id: int) -> None:
-        self.inner.set_run(run_id)
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        return self.inner.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
-
-    def get_nodes(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.get_nodes(*args, **kwargs)  # type: ignore[attr-defined]
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.inner.pull_messages(message_ids)
-
-    def __getattr__(self, name: str) -> Any:
-        # Reach the wrapped grid's extras (MeteredGrid's byte counts, partitions).
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from flwr.app import Message, MessageType
@@ -31,6 +30,7 @@ from flwr.serverapp import Grid
 from flower_suite.attacks import FixedFrequency, sample_participants
 from flower_suite.attacks.mods import flat_update
 from flower_suite.clients.client_app import CLIENT_INFO_KEY
+from flower_suite.forwarding_grid import ForwardingGrid
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _round_of(message: Message) -> int:
     return int(message.metadata.group_id or 0)
 
 
-class AttackGrid(Grid):
+class AttackGrid(ForwardingGrid):
     """Forwards to ``inner``; re-targets fixed-frequency rounds and records update norms.
 
     Parameters
@@ -91,30 +91,6 @@ class AttackGrid(Grid):
         self.clients_per_round = clients_per_round
         self.seed = seed
         self.rounds: dict[int, RoundObservation] = {}
-
-    # --- forwarded Grid API ---------------------------------------------------------------
-
-    @property
-    def run(self) -> Any:  # type: ignore[override]
-        return self.inner.run
-
-    def set_run(self, run_id: int) -> None:
-        self.inner.set_run(run_id)
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        return self.inner.create_message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.inner.get_node_ids()
-
-    def get_nodes(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.get_nodes(*args, **kwargs)  # type: ignore[attr-defined]
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.inner.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.inner.pull_messages(message_ids)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

@@ -19,6 +19,7 @@ from torch import nn
 
 from flower_suite.clients.client_app import CLIENT_INFO_KEY, load_arrays
 from flower_suite.data.dataset import ArrayDataset
+from flower_suite.forwarding_grid import ForwardingGrid
 from flower_suite.training import evaluate, select_device
 
 
@@ -165,11 +166,11 @@ def _config_bytes(record: Any) -> int:
     return sum(len(key) + _value_bytes(value) for key, value in record.items())
 
 
-class MeteredGrid(Grid):
+class MeteredGrid(ForwardingGrid):
     """A Grid that forwards everything to ``inner`` and counts the bytes of ArrayRecords."""
 
     def __init__(self, inner: Grid) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.bytes_sent = 0
         self.bytes_received = 0
         # node id -> partition id, when known (see `server.discover_partitions`).
@@ -189,16 +190,6 @@ class MeteredGrid(Grid):
         self.bytes_sent = self.bytes_received = 0
         return counts
 
-    @property
-    def run(self) -> Any:  # type: ignore[override]
-        return self.inner.run
-
-    def set_run(self, run_id: int) -> None:
-        self.inner.set_run(run_id)
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        return self.inner.create_message(*args, **kwargs)
-
     def get_node_ids(self) -> Iterable[int]:
         """Node ids; in partition order once partitions are known, so that Flower's
         ``random.sample`` over this list (seeded by the runner) picks the same partitions in
@@ -207,9 +198,6 @@ class MeteredGrid(Grid):
         if self.partitions:
             nodes.sort(key=lambda node: (self.partitions.get(node, len(self.partitions)), node))
         return nodes
-
-    def get_nodes(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.get_nodes(*args, **kwargs)  # type: ignore[attr-defined]
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)
