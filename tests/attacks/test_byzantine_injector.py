@@ -3,63 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid
 
 from flower_suite.attacks import ATTACK_INFO_KEY, ByzantineInjector, FixedFrequency, alie, ipm
 from flower_suite.attacks.mods import flat_update
 from flower_suite.clients import ClientData, make_client_app
 from flower_suite.data import load_digits_split
 from flower_suite.models import MLP
+from flower_suite.simulations.inprocess import InProcessGrid
 
 TRAIN, TEST = load_digits_split()
-
-
-class LocalGrid(Grid):
-    """Delivers each message to its node's ClientApp in this process (no Ray)."""
-
-    def __init__(self, app: ClientApp, num_nodes: int) -> None:
-        self.app = app
-        self.contexts = {
-            100 + p: Context(
-                run_id=1,
-                node_id=100 + p,
-                node_config={"partition-id": p},
-                state=RecordDict(),
-                run_config={},
-            )
-            for p in range(num_nodes)
-        }
-
-    @property
-    def run(self) -> Any:  # type: ignore[override]
-        return None
-
-    def set_run(self, run_id: int) -> None:
-        pass
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        return Message(*args, **kwargs)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        return [self.app(m, self.contexts[m.metadata.dst_node_id]) for m in messages]
 
 
 def _app() -> ClientApp:
@@ -97,8 +55,8 @@ def test_alie_injection_rewrites_attackers_from_the_honest_updates(task_identity
     """Partitions 1 and 4 (of 7) send mu - z sigma of the 5 honest updates, z = z(7, 2);
     honest replies are untouched and the attackers are marked."""
     # Prepare
-    clean = LocalGrid(_app(), 7)
-    grid = ByzantineInjector(LocalGrid(_app(), 7), "alie", [1, 4])
+    clean = InProcessGrid(_app(), 7)
+    grid = ByzantineInjector(InProcessGrid(_app(), 7), "alie", [1, 4])
     messages = _round(MessageType.TRAIN, 2, clean.get_node_ids())
     honest = _updates(list(clean.send_and_receive(messages)), messages[0])
     # Execute
@@ -124,11 +82,11 @@ def test_alie_injection_rewrites_attackers_from_the_honest_updates(task_identity
 def test_ipm_injection_and_inactive_rounds(task_identity: None) -> None:
     """IPM sends -eps * mean(honest); a non-attack round passes through unchanged."""
     grid = ByzantineInjector(
-        LocalGrid(_app(), 4), "ipm", FixedFrequency([0], every_k=2), epsilon=0.5
+        InProcessGrid(_app(), 4), "ipm", FixedFrequency([0], every_k=2), epsilon=0.5
     )
     messages = _round(MessageType.TRAIN, 2, grid.get_node_ids())
     got = _updates(list(grid.send_and_receive(messages)), messages[0])
-    honest = _updates(list(LocalGrid(_app(), 4).send_and_receive(messages)), messages[0])
+    honest = _updates(list(InProcessGrid(_app(), 4).send_and_receive(messages)), messages[0])
     expected = ipm(torch.from_numpy(np.stack([honest[p] for p in (1, 2, 3)])), 0.5).numpy()
     np.testing.assert_allclose(got[0], expected, rtol=1e-5, atol=1e-7)
     quiet = _round(MessageType.TRAIN, 3, grid.get_node_ids())
@@ -138,10 +96,10 @@ def test_ipm_injection_and_inactive_rounds(task_identity: None) -> None:
 
 
 def test_evaluate_replies_are_never_touched(task_identity: None) -> None:
-    grid = ByzantineInjector(LocalGrid(_app(), 3), "alie", [0], z=1.0)
+    grid = ByzantineInjector(InProcessGrid(_app(), 3), "alie", [0], z=1.0)
     messages = _round(MessageType.EVALUATE, 2, grid.get_node_ids())
     replies = list(grid.send_and_receive(messages))
-    clean = list(LocalGrid(_app(), 3).send_and_receive(messages))
+    clean = list(InProcessGrid(_app(), 3).send_and_receive(messages))
     for a, b in zip(replies, clean, strict=True):
         assert dict(a.content["metrics"]) == dict(b.content["metrics"])
         assert ATTACK_INFO_KEY not in a.content.config_records
@@ -149,9 +107,9 @@ def test_evaluate_replies_are_never_touched(task_identity: None) -> None:
 
 
 def test_injector_forwards_the_grid_api() -> None:
-    inner = LocalGrid(_app(), 2)
+    inner = InProcessGrid(_app(), 2)
     grid = ByzantineInjector(inner, "sign_flip", [0])
-    assert list(grid.get_node_ids()) == [100, 101]
+    assert list(grid.get_node_ids()) == list(inner.contexts)
     assert grid.contexts is inner.contexts  # extras of the wrapped grid stay reachable
     with pytest.raises(NotImplementedError):
         grid.push_messages([])
