@@ -26,8 +26,6 @@ costs exactly ``N`` communication rounds (spec §12, check 8).
 
 from __future__ import annotations
 
-import io
-import time
 from collections.abc import Callable, Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any
@@ -56,6 +54,7 @@ from flower_suite.strategies.fedma_state import (
     check_initial_arrays,
     sample,
 )
+from flower_suite.strategies.round_loop import run_rounds
 
 __all__ = ["FedMA"]
 
@@ -371,42 +370,29 @@ class FedMA(Strategy):
         log_strategy_start_info(num_rounds, initial_arrays, train_config, evaluate_config)
         self.summary()
         train_config = ConfigRecord() if train_config is None else train_config
-        evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
-        result = Result(arrays=initial_arrays)
-        t_start = time.time()
-        if evaluate_fn:
-            res = evaluate_fn(0, initial_arrays)
-            if res is not None:
-                result.evaluate_metrics_serverapp[0] = res
-        arrays = initial_arrays
-        for fedma_round in range(1, num_rounds + 1):
-            log(INFO, "")
-            log(INFO, "[FEDMA ROUND %s/%s]", fedma_round, num_rounds)
+
+        def one_pass(fedma_round: int, arrays: ArrayRecord) -> tuple[Any, Any]:
+            new_arrays, metrics = None, None
             for step in range(self.num_steps):
                 server_round = (fedma_round - 1) * self.num_steps + step + 1
                 messages = self.configure_train(server_round, arrays, train_config, grid)
                 replies = grid.send_and_receive(messages, timeout=timeout) if messages else []
                 new_arrays, metrics = self.aggregate_train(server_round, replies)
                 if self._pass.abandoned:
-                    break
-            if new_arrays is not None:
-                arrays = result.arrays = new_arrays
-            if metrics is not None and not self._pass.abandoned:
-                result.train_metrics_clientapp[fedma_round] = metrics
-            messages = list(self.configure_evaluate(fedma_round, arrays, evaluate_config, grid))
-            if messages:
-                replies = grid.send_and_receive(messages, timeout=timeout)
-                evaluated = self.aggregate_evaluate(fedma_round, replies)
-                if evaluated is not None:
-                    result.evaluate_metrics_clientapp[fedma_round] = evaluated
-            if evaluate_fn:
-                res = evaluate_fn(fedma_round, arrays)
-                if res is not None:
-                    result.evaluate_metrics_serverapp[fedma_round] = res
-        log(INFO, "FedMA finished in %.2fs", time.time() - t_start)
-        for line in io.StringIO(str(result)):
-            log(INFO, "\t%s", line.strip("\n"))
-        return result
+                    return new_arrays, None
+            return new_arrays, metrics
+
+        return run_rounds(
+            self,
+            grid,
+            initial_arrays,
+            num_rounds,
+            one_pass,
+            timeout=timeout,
+            evaluate_config=evaluate_config,
+            evaluate_fn=evaluate_fn,
+            label="FEDMA ROUND",
+        )
 
     def _count(self, fedma_round: int, direction: str, contents: Iterable[RecordDict]) -> None:
         record = self.bytes_history.setdefault(fedma_round, {"sent": 0, "received": 0})

@@ -57,6 +57,7 @@ from flower_suite.secagg import (
 from flower_suite.secagg.messages import Message as ProtocolMessage
 from flower_suite.strategies.decoding import ArrayLayout
 from flower_suite.strategies.robust import RobustFedAvg
+from flower_suite.strategies.round_loop import run_rounds
 
 _ROBUST = (RobustFedAvg, FlwrKrum, FlwrMultiKrum, FlwrBulyan, FlwrFedMedian, FlwrFedTrimmedAvg)
 
@@ -316,35 +317,17 @@ class SecAggPlus(Strategy):
         log(INFO, "Starting SecAggPlus(%s):", type(self.strategy).__name__)
         self.summary()
         train_config = ConfigRecord() if train_config is None else train_config
-        evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
-        result = Result()
-        result.arrays = initial_arrays
-        if evaluate_fn:
-            res = evaluate_fn(0, initial_arrays)
-            if res is not None:
-                result.evaluate_metrics_serverapp[0] = res
-        arrays = initial_arrays
-        for current_round in range(1, num_rounds + 1):
-            log(INFO, "[ROUND %s/%s] secure aggregation", current_round, num_rounds)
-            new_arrays, train_metrics = self.train_round(
-                grid, current_round, arrays, train_config, timeout
-            )
-            if new_arrays is not None:
-                result.arrays = arrays = new_arrays
-            if train_metrics is not None:
-                result.train_metrics_clientapp[current_round] = train_metrics
-            replies = grid.send_and_receive(
-                self.configure_evaluate(current_round, arrays, evaluate_config, grid),
-                timeout=timeout,
-            )
-            evaluated = self.aggregate_evaluate(current_round, replies)
-            if evaluated is not None:
-                result.evaluate_metrics_clientapp[current_round] = evaluated
-            if evaluate_fn:
-                res = evaluate_fn(current_round, arrays)
-                if res is not None:
-                    result.evaluate_metrics_serverapp[current_round] = res
-        return result
+        return run_rounds(
+            self,
+            grid,
+            initial_arrays,
+            num_rounds,
+            lambda rnd, arrays: self.train_round(grid, rnd, arrays, train_config, timeout),
+            timeout=timeout,
+            evaluate_config=evaluate_config,
+            evaluate_fn=evaluate_fn,
+            label="SECURE ROUND",
+        )
 
 
 class _Exchange:

@@ -1,0 +1,71 @@
+"""The round loop of Flower's ``Strategy.start`` with a pluggable training step.
+
+Strategies whose training round is not one ``configure_train`` / ``send_and_receive`` /
+``aggregate_train`` trip (FedMA: one pass of N layer steps; SecAggPlus: four protocol stages)
+share everything else with Flower's loop: round-0 evaluation, federated evaluation after each
+round, ``evaluate_fn`` and the ``Result`` bookkeeping. This is that loop, once.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from logging import INFO
+
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+TrainRound = Callable[[int, ArrayRecord], tuple[ArrayRecord | None, MetricRecord | None]]
+EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+
+
+def run_rounds(
+    strategy: Strategy,
+    grid: Grid,
+    initial_arrays: ArrayRecord,
+    num_rounds: int,
+    train_round: TrainRound,
+    *,
+    timeout: float = 3600,
+    evaluate_config: ConfigRecord | None = None,
+    evaluate_fn: EvaluateFn | None = None,
+    label: str = "ROUND",
+) -> Result:
+    """Run ``num_rounds`` rounds: ``train_round(round, arrays) -> (new arrays or None,
+    metrics or None)``, then ``strategy``'s federated evaluation, then ``evaluate_fn``.
+
+    A round whose training returns ``None`` arrays keeps the previous global model.
+    """
+    evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
+    result = Result(arrays=initial_arrays)
+    t_start = time.time()
+    if evaluate_fn:
+        res = evaluate_fn(0, initial_arrays)
+        if res is not None:
+            result.evaluate_metrics_serverapp[0] = res
+    arrays = initial_arrays
+    for current_round in range(1, num_rounds + 1):
+        log(INFO, "")
+        log(INFO, "[%s %s/%s]", label, current_round, num_rounds)
+        new_arrays, train_metrics = train_round(current_round, arrays)
+        if new_arrays is not None:
+            arrays = result.arrays = new_arrays
+        if train_metrics is not None:
+            result.train_metrics_clientapp[current_round] = train_metrics
+        messages = list(strategy.configure_evaluate(current_round, arrays, evaluate_config, grid))
+        if messages:
+            replies = grid.send_and_receive(messages, timeout=timeout)
+            evaluated = strategy.aggregate_evaluate(current_round, replies)
+            if evaluated is not None:
+                result.evaluate_metrics_clientapp[current_round] = evaluated
+        if evaluate_fn:
+            res = evaluate_fn(current_round, arrays)
+            if res is not None:
+                result.evaluate_metrics_serverapp[current_round] = res
+    log(INFO, "%s finished in %.2fs", type(strategy).__name__, time.time() - t_start)
+    for line in io.StringIO(str(result)):
+        log(INFO, "\t%s", line.strip("\n"))
+    return result
