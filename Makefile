@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench flwr-run clean
+.PHONY: install demo test fuzz lint bench flwr-run clean
 
 install: $(STAMP)
 
@@ -25,6 +25,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check flower_suite tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# The random search behind the property tests (`make test` runs them derandomized, with their
+# @example pins). A failure prints the seed: rerun it with `make fuzz FUZZ_SEED=<seed>`, then
+# pin the falsifying example with @example. HYPOTHESIS_FUZZ_SCALE multiplies each test's budget
+# (20 by default), hence the longer per-test timeout.
+fuzz: $(STAMP)
+	@seed="$(FUZZ_SEED)"; seed=$${seed:-$$($(BIN)/python -c "import random; print(random.randrange(2**32))")}; \
+	echo "fuzz seed $$seed (rerun: make fuzz FUZZ_SEED=$$seed)"; \
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -m fuzz --timeout=3600 --hypothesis-seed=$$seed
 
 lint: $(STAMP)
 	$(BIN)/ruff check flower_suite tests benchmarks

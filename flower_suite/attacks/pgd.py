@@ -124,6 +124,7 @@ def _float_pairs(state: StateDict, center: StateDict) -> list[tuple[torch.Tensor
 
 
 def _pairs_distance(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """``||w - c||_2`` over all pairs, squares summed in float64."""
     total = 0.0
     for value, c in pairs:
         diff = value.double() - c.double()
@@ -131,35 +132,91 @@ def _pairs_distance(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     return math.sqrt(total)
 
 
+# Acceptance bound, relative: a hair (~1e-12) inside the radius, so that every way of
+# summing the float64 squares (ours, torch.linalg.vector_norm, numpy) sees the result inside.
+_INSIDE = 1.0 - 2.0**-40
+# After the inward rounding, at most this many more one-value steps of every off-centre entry
+# toward the centre; the first already covers the float64 error of the target, so needing more
+# would mean a bug, reported as such.
+_MAX_INWARD_STEPS = 4
+
+Pairs = list[tuple[torch.Tensor, torch.Tensor]]
+
+
 @torch.no_grad()
-def _project_(pairs: list[tuple[torch.Tensor, torch.Tensor]], radius: float) -> None:
+def _project_(pairs: Pairs, radius: float) -> None:
     """In place: ``w <- c + (radius / ||w - c||)(w - c)`` when ``||w - c|| > radius``.
 
-    ``c + f (w - c)`` is rounded in the working dtype: with a small radius around large
-    weights (float32) the result can land a few 1e-6 (relative) outside the ball. The
-    distance is therefore re-measured in float64 and, while still outside, the projection
-    is redone from the original point aiming below the boundary by twice the excess, so the
-    bound holds exactly. (Re-scaling the projected point would not work: a factor within
-    1e-7 of 1 rounds to 1 in float32.)
+    The exact projection is the float64 target ``t = c + f (w - c)``, ``f = radius / ||w - c||``
+    aimed ~1e-12 inside (``_INSIDE``). Factor and products are float64: a factor rounded to
+    float32 cannot express the ~1e-8 relative corrections a near-boundary point needs, which
+    is how an earlier version stalled for 32 identical iterations and then silently returned
+    the centre (a zero update). ``t`` is rounded to the working dtype, which moves each
+    entry by up to half an ulp and may land just outside. Then :func:`_round_inward_` moves
+    the fewest entries that rounding pushed outward one representable value back toward the
+    centre, so the result is inside and within ``||ulp(P)||_2`` of the boundary. Anything
+    else raises: there is no silent fallback.
     """
     distance = _pairs_distance(pairs)
     if not math.isfinite(distance):
         raise ValueError(f"cannot project: distance to the centre is {distance}")
     if distance <= radius:
         return
-    originals = [value.clone() for value, _ in pairs]
-    target = radius
-    for _ in range(32):
-        factor = max(target, 0.0) / distance
-        for (value, c), original in zip(pairs, originals, strict=True):
-            torch.sub(original, c, out=value)
-            value.mul_(factor).add_(c)
-        excess = _pairs_distance(pairs) - radius
-        if excess <= 0:
+    inside = radius * _INSIDE
+    factor = inside / distance  # float64
+    targets = []
+    for value, c in pairs:
+        center64 = c.double()
+        target = center64 + factor * (value.double() - center64)
+        value.copy_(target)  # round to nearest in the working dtype
+        targets.append(target)
+    if _pairs_distance(pairs) <= inside:
+        return
+    _round_inward_(pairs, targets, inside)
+    for _ in range(_MAX_INWARD_STEPS):
+        if _pairs_distance(pairs) <= inside:
             return
-        target -= 2 * excess
-    for value, c in pairs:  # pragma: no cover - unreachable in practice
-        value.copy_(c)
+        for value, c in pairs:
+            value.copy_(torch.nextafter(value, c))
+    raise RuntimeError(
+        f"projection onto the l2 ball of radius {radius} did not land inside: still "
+        f"{_pairs_distance(pairs)} from the centre after rounding every entry toward it"
+    )
+
+
+def _round_inward_(pairs: Pairs, targets: list[torch.Tensor], inside: float) -> None:
+    """Re-round toward the centre the entries rounding moved outward, largest gain first.
+
+    An entry is *outward* when it is farther from the centre than its float64 target; its
+    neighbour toward the centre (``nextafter``) is then nearer than the target. Re-rounding
+    all of them puts every entry at most its target's distance from the centre, hence the
+    point inside; re-rounding only the prefix (by decreasing reduction of ``||P - c||^2``)
+    that covers the excess keeps the point closer to the boundary.
+    """
+    candidates, gains = [], []
+    for (value, c), target in zip(pairs, targets, strict=True):
+        v64, c64 = value.double(), c.double()
+        inward = torch.nextafter(value, c)
+        outward = (v64 - c64).abs() > (target - c64).abs()
+        gain = (v64 - c64).square() - (inward.double() - c64).square()
+        candidates.append((outward, inward))
+        gains.append(torch.where(outward, gain, torch.zeros_like(gain)).flatten())
+    flat = torch.cat(gains)
+    order = torch.argsort(flat, descending=True, stable=True)
+    covered = torch.cumsum(flat[order], dim=0)
+    excess = _pairs_distance(pairs) ** 2 - inside**2
+    limit = torch.tensor(excess, dtype=covered.dtype, device=covered.device)
+    needed = int(torch.searchsorted(covered, limit)) + 1
+    chosen = torch.zeros_like(flat, dtype=torch.bool)
+    chosen[order[: min(needed, int((flat > 0).sum()))]] = True
+    offset = 0
+    for (value, _), (outward, inward) in zip(pairs, candidates, strict=True):
+        mask = chosen[offset : offset + value.numel()].view(value.shape) & outward
+        value.copy_(torch.where(mask, inward, value))
+        offset += value.numel()
+    if _pairs_distance(pairs) > inside:  # the float64 excess was off by rounding: take all
+        for (value, _), (outward, inward) in zip(pairs, candidates, strict=True):
+            value.copy_(torch.where(outward, inward, value))
 
 
 def replacement_scale(total_examples: float, own_examples: float) -> float:
