@@ -63,10 +63,15 @@ def check_f(n: int, f: int, *, rule: str, minimum_n: int, formula: str) -> None:
 
 
 def normalized_weights(weights: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
-    """float64 weights summing to 1 (uniform when ``weights`` is None)."""
+    """float64 weights summing to 1 (uniform when ``weights`` is None).
+
+    Divided by their maximum before summing: claims of 1e308 examples would otherwise sum to
+    inf and normalize to all zeros (a zero aggregate, silently).
+    """
     if weights is None:
         return torch.full((n,), 1.0 / n, dtype=torch.float64, device=device)
     w = weights.to(device=device, dtype=torch.float64)
+    w = w / w.max()
     return w / w.sum()
 
 
@@ -108,6 +113,8 @@ def sq_distances_to(updates: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
     n, d = updates.shape
     out = torch.zeros(n, dtype=torch.float64, device=updates.device)
     for cols in column_chunks(n, d):
-        diff = updates[:, cols].to(torch.float64) - point[cols]
-        out += (diff * diff).sum(dim=1)
+        # one float64 copy, then in place: a third of the time of `x.to(f64) - p` and `d * d`
+        diff = updates[:, cols].to(torch.float64, copy=True)
+        diff -= point[cols]
+        out += diff.square_().sum(dim=1)
     return out

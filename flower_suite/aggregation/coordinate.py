@@ -33,6 +33,31 @@ def column_median_f64(block: torch.Tensor) -> torch.Tensor:
     return (middle[0] + middle[1]) / 2
 
 
+def weighted_column_median_f64(block: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted median of each column of an ``(n, c)`` block, as float64 ``(c,)``.
+
+    A minimiser of ``sum_i w_i |x_i - m|`` per column (``weights``: ``(n,)``, non-negative, not
+    all zero). With the column sorted and ``W`` the total weight, it is the first value whose
+    cumulative weight reaches ``W / 2``; when that cumulative weight is exactly ``W / 2`` every
+    point up to the next positive-weight value minimises, and the midpoint is returned, so equal
+    weights give the numpy median (mean of the two middle values for even ``n``). Pass raw
+    example counts: integer cumulative sums are exact, so the tie test is too (weights whose
+    sum would overflow are scaled by a power of two, which keeps them exact).
+    """
+    w = weights.to(device=block.device, dtype=torch.float64)
+    if not math.isfinite(2 * float(w.sum())):
+        w = w * 2.0 ** -math.frexp(float(w.max()))[1]  # max below 1: the sum is at most n
+    ordered, order = torch.sort(block, dim=0)
+    twice_cumulative = 2 * torch.cumsum(w[order], dim=0)
+    total = twice_cumulative[-1:] / 2
+    lower = (twice_cumulative < total).sum(dim=0, keepdim=True)  # first reaching W / 2
+    upper = (twice_cumulative <= total).sum(dim=0, keepdim=True).clamp(max=block.shape[0] - 1)
+    low = ordered.gather(0, lower).to(torch.float64)
+    high = ordered.gather(0, upper).to(torch.float64)
+    tie = twice_cumulative.gather(0, lower) == total
+    return torch.where(tie, low / 2 + high / 2, low).squeeze(0)
+
+
 def coordinate_median(
     updates: torch.Tensor, weights: torch.Tensor | None = None
 ) -> AggregationResult:

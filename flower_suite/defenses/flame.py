@@ -31,6 +31,8 @@ Decisions (``shared/style.md`` traps):
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from sklearn.cluster import HDBSCAN
@@ -44,6 +46,8 @@ from flower_suite.aggregation.base import (
 from flower_suite.defenses.clipping import check_positive, clip_rows, median
 from flower_suite.defenses.noise import add_gaussian_noise, make_generator
 from flower_suite.defenses.similarity import cosine_similarity, row_norms
+
+logger = logging.getLogger("flower_suite.defenses.flame")
 
 MIN_CLIENTS = 3
 
@@ -137,7 +141,13 @@ def flame(
         "noise-std": 0.0,
         "fraction-clipped": 0.0,
     }
-    if not admitted:
+    if not admitted:  # the paper's "keep the global model"; an exclusion of everyone, so said
+        logger.warning(
+            "flame: HDBSCAN found no cluster of >= %d of the %d updates; all excluded, "
+            "the aggregate is zero (the global model is kept)",
+            mcs,
+            n,
+        )
         return AggregationResult(aggregate=torch.zeros_like(updates[0]), info=info)
 
     rows = torch.tensor(admitted, device=updates.device)

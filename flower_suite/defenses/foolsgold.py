@@ -28,6 +28,7 @@ Decisions:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
@@ -35,6 +36,8 @@ import torch
 
 from flower_suite.aggregation.base import AggregationResult, check_updates, weighted_sum_f64
 from flower_suite.defenses.similarity import cosine_similarity
+
+logger = logging.getLogger("flower_suite.defenses.foolsgold")
 
 
 def _check_kappa(kappa: float) -> None:
@@ -99,7 +102,12 @@ def apply_foolsgold_weights(updates: torch.Tensor, alpha: torch.Tensor) -> Aggre
     total = float(alpha.sum())
     if total > 0:
         aggregate = weighted_sum_f64(updates, alpha / total).to(updates.dtype)
-    else:
+    else:  # every client looks like a sybil of another: all excluded, and said so
+        logger.warning(
+            "foolsgold: all %d clients got weight 0 (each too similar to another); "
+            "the aggregate is zero (the global model is kept)",
+            updates.shape[0],
+        )
         aggregate = torch.zeros_like(updates[0])
     info = {
         "min-weight": float(alpha.min()),

@@ -126,28 +126,102 @@ def gm_objective(v: Array, x: Array, weights: Array | None = None) -> float:
     return float(sum(a * np.linalg.norm(v - row) for a, row in zip(alpha, x, strict=True)))
 
 
+def smoothed_gm_objective(v: Array, x: Array, weights: Array | None, nu: float) -> float:
+    """``sum_i alpha_i h(||v - x_i||)``, ``h(r) = r`` for ``r >= nu``, ``r^2 / (2 nu) + nu / 2``
+    below: the function whose minimiser smoothed Weiszfeld (``1 / max(nu, r)``) converges to."""
+    alpha = uniform_or(weights, len(x))
+    total = 0.0
+    for a, row in zip(alpha, x, strict=True):
+        r = float(np.linalg.norm(v - row))
+        total += a * (r if r >= nu else r * r / (2 * nu) + nu / 2)
+    return total
+
+
+def weighted_median_of(values: list[float], weights: list[float]) -> float:
+    """First sorted value whose cumulative weight reaches half the total; the midpoint to the
+    next positive-weight value when it reaches exactly half (numpy's median for equal weights)."""
+    pairs = sorted(zip(values, weights, strict=True), key=lambda p: p[0])
+    total = sum(weights)
+    cumulative = 0.0
+    for k, (value, weight) in enumerate(pairs):
+        cumulative += weight
+        if 2 * cumulative >= total:
+            if 2 * cumulative > total:
+                return value
+            following = [v for v, w in pairs[k + 1 :] if w > 0]
+            return (value + following[0]) / 2 if following else value
+    raise AssertionError("weights must not be all zero")
+
+
+def ref_weighted_coordinate_median(x: Array, weights: Array | None = None) -> Array:
+    w = [1.0] * len(x) if weights is None else [float(v) for v in weights]
+    return np.array([weighted_median_of(list(x[:, j]), w) for j in range(x.shape[1])])
+
+
 def ref_geometric_median(
     x: Array,
     weights: Array | None = None,
     *,
     nu: float = 1e-5,
     max_iter: int = 500,
-    ftol: float = 1e-7,
+    tol: float = 1e-10,
 ) -> tuple[Array, int]:
+    """The library's algorithm, step by step: smoothed Weiszfeld from the weighted coordinate
+    median, stopping when a step is at most ``tol * max(weighted median distance, nu)``."""
     alpha = uniform_or(weights, len(x))
-    v = ref_mean(x, alpha)
-    obj = gm_objective(v, x, alpha)
+    v = ref_weighted_coordinate_median(x, weights)
     it = 0
     while it < max_iter:
-        beta = np.array(
-            [a / max(nu, np.linalg.norm(v - row)) for a, row in zip(alpha, x, strict=True)]
-        )
-        v = ref_mean(x, beta)
-        prev, obj = obj, gm_objective(v, x, alpha)
+        distances = [float(np.linalg.norm(v - row)) for row in x]
+        spread = max(weighted_median_of(distances, list(alpha)), nu)
+        beta = np.array([a / max(nu, r) for a, r in zip(alpha, distances, strict=True)])
+        new = ref_mean(x, beta)
         it += 1
-        if abs(prev - obj) <= ftol * obj:
+        moved = float(np.linalg.norm(new - v))
+        v = new
+        if moved <= tol * spread:
             break
     return v, it
+
+
+def ref_geometric_median_converged(
+    x: Array, weights: Array | None = None, *, nu: float = 1e-5, max_iter: int = 200_000
+) -> Array:
+    """Brute force: textbook smoothed Weiszfeld from the weighted *mean*, run until a step
+    is below 1e-13 of the median distance (many more steps than needed); raises otherwise."""
+    alpha = uniform_or(weights, len(x))
+    v = alpha @ x
+    for _ in range(max_iter):
+        distances = np.linalg.norm(x - v, axis=1)
+        beta = alpha / np.maximum(distances, nu)
+        new = beta @ x / beta.sum()
+        moved = float(np.linalg.norm(new - v))
+        v = new
+        if moved <= 1e-13 * max(float(np.median(distances)), nu):
+            return v
+    raise AssertionError("reference Weiszfeld did not converge")
+
+
+def ref_geometric_median_scipy(
+    x: Array, weights: Array | None = None, *, nu: float = 1e-5
+) -> Array:
+    """Independent cross-check: BFGS on the smoothed objective with its exact gradient."""
+    from scipy import optimize
+
+    alpha = uniform_or(weights, len(x))
+
+    def objective(v: Array) -> tuple[float, Array]:
+        diff = v - x
+        r = np.linalg.norm(diff, axis=1)
+        value = np.where(r >= nu, r, r * r / (2 * nu) + nu / 2)
+        grad = (alpha / np.maximum(r, nu)) @ diff
+        return float(alpha @ value), grad
+
+    start = ref_weighted_coordinate_median(x, weights)
+    result = optimize.minimize(
+        objective, start, jac=True, method="BFGS", options={"gtol": 1e-13, "maxiter": 20_000}
+    )
+    return np.asarray(result.x)
 
 
 def ref_sign_majority(x: Array) -> Array:

@@ -111,3 +111,22 @@ def test_nan_message_lists_the_bad_rows() -> None:
 def test_too_many_malicious_nodes_raise(name: str, f: int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AGGREGATORS.get(name)(_valid(), num_malicious_nodes=f)
+
+
+WEIGHTED = ["mean", "multi_krum", "geometric_median", "centered_clipping"]
+
+
+@pytest.mark.parametrize("name", WEIGHTED)
+def test_weights_summing_past_float64_max_act_as_equal_weights(name: str) -> None:
+    # Measured: three claims of 1e308 examples summed to inf and normalized to all zeros, so
+    # the weighted mean returned a zero update without a word.
+    # prepare
+    updates = _valid(torch.float64)
+    huge = torch.full((7,), 1e308, dtype=torch.float64)
+    # execute
+    rule = AGGREGATORS.get(name)
+    claimed = rule(updates, huge, **CONFIGS[name]).aggregate
+    equal = rule(updates, torch.ones(7, dtype=torch.float64), **CONFIGS[name]).aggregate
+    # assert
+    torch.testing.assert_close(claimed, equal, rtol=1e-12, atol=1e-12)
+    assert bool(claimed.abs().max() > 0)

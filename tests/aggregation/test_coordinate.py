@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_rules as ref
 import torch
 from scipy import stats
 
 from flower_suite.aggregation import coordinate_median, trimmed_mean
+from flower_suite.aggregation.coordinate import weighted_column_median_f64
 
 FIVE = torch.tensor([[1.0], [2.0], [3.0], [4.0], [100.0]])
 
@@ -89,3 +91,24 @@ def test_float16_input_keeps_dtype() -> None:
     assert coordinate_median(x).aggregate.dtype == torch.float16
     assert coordinate_median(x).aggregate.tolist() == [2.5]
     assert trimmed_mean(x, beta=0.25).aggregate.tolist() == [2.5]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 8])
+def test_weighted_column_median_matches_the_reference(n: int) -> None:
+    # prepare: integer example counts (exact cumulative sums), some ties at exactly half, a
+    # zero weight, and counts whose sum overflows float64
+    rng = np.random.default_rng(n)
+    x = torch.from_numpy(rng.normal(size=(n, 9)))
+    for weights in [
+        rng.integers(0, 5, size=n).astype(np.float64) + (np.arange(n) == 0),
+        np.ones(n),
+        np.full(n, 1e308),
+    ]:
+        # execute
+        ours = weighted_column_median_f64(x, torch.from_numpy(weights))
+        # assert
+        expected = ref.ref_weighted_coordinate_median(x.numpy(), weights / weights.max())
+        np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        weighted_column_median_f64(x, torch.ones(n)).numpy(), np.median(x.numpy(), axis=0)
+    )

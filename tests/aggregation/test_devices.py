@@ -16,7 +16,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "median": {},
     "trimmed_mean": {"beta": 0.2},
     "bulyan": {"num_malicious_nodes": 2},
-    "geometric_median": {"max_iter": 10, "ftol": 0.0},
+    "geometric_median": {"max_iter": 10, "tol": 0.0},
     "sign_majority": {},
     "centered_clipping": {"tau": 1.0, "iterations": 2},
 }

@@ -49,7 +49,7 @@ RULES: list[tuple[str, Rule, tuple[int, int], float]] = [
     ),
     (
         "geometric_median",
-        lambda x: geometric_median(x, nu=1e-9, max_iter=3000, ftol=1e-13),
+        lambda x: geometric_median(x, nu=1e-9, max_iter=3000, tol=1e-11),
         (1, 12),
         1e-5,
     ),
