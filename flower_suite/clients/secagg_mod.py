@@ -8,10 +8,18 @@ replaces the reply by the masked vector: **no ArrayRecord and, by default, no Me
 the client** (Flower's mod returns the example count and metrics in clear). The protocol state
 lives in ``Context.state`` as a ConfigRecord of ints and bytes (no pickle).
 
-A plain ``train`` message without the ``"secagg"`` record is refused (``require_secagg``), so a
-misconfigured server cannot silently receive a plaintext update. A client that detects a
-problem (tampered share, stage out of order) raises; Flower returns an error reply and the
-server treats the client as dropped.
+Every training message without the ``"secagg"`` record is refused (``require_secagg``): any
+message type starting with ``train`` (``train``, ``train.fedma``, ``train.<action>``), so no
+handler registered for another training action (FedMA's layer steps return a trained layer and
+a label histogram) can send a plaintext update from a secure client. The protocol itself runs
+over plain ``train`` messages only; a protocol record on another training type is refused too.
+A client that detects a problem (stage out of order, unsafe parameters, an invalid weight)
+raises; Flower returns an error reply and the server treats the client as dropped. A single
+share that fails authentication is discarded instead (see ``SecAggClient.receive_shares``).
+
+Weights follow one rule (``flower_suite.secagg.quantize.client_weight``): the example count is
+contributed as is if it is an integer in ``[0, max_weight]``, and refused otherwise (the client
+drops out of the round with an error naming the rule), never capped or truncated.
 
 Usage::
 
@@ -21,12 +29,14 @@ Usage::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
 from flower_suite.secagg import (
+    MaskedInputReply,
     MaskedInputRequest,
     RandomSource,
     SecAggClient,
@@ -48,11 +58,22 @@ WeightFn = Callable[[RecordDict, str], float]
 
 
 def default_weight(content: RecordDict, weight_key: str) -> float:
-    """The example count the training handler reported (``metrics[weight_key]``)."""
+    """The example count the training handler reported (``metrics[weight_key]``), as is: the
+    protocol refuses it unless it is an integer in ``[0, max_weight]``."""
     for record in content.metric_records.values():
         if weight_key in record:
-            return float(record[weight_key])  # type: ignore[arg-type]
+            return record[weight_key]  # type: ignore[return-value]
     raise SecAggError(f"the train reply has no metric {weight_key!r} to weight the update by")
+
+
+def unit_weight(content: RecordDict, weight_key: str) -> float:
+    """Weight every client 1: with ``max_weight=1``, the unweighted mean of the updates."""
+    return 1
+
+
+def _is_training(message_type: str) -> bool:
+    # "train" and every "train.<action>": any of them may return a trained model
+    return message_type.startswith(MessageType.TRAIN)
 
 
 def flat_update(global_arrays: ArrayRecord, local_arrays: ArrayRecord) -> np.ndarray:
@@ -75,6 +96,43 @@ def flat_update(global_arrays: ArrayRecord, local_arrays: ArrayRecord) -> np.nda
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
+@dataclass(frozen=True)
+class _StageOptions:
+    weight_fn: WeightFn
+    passthrough_records: tuple[str, ...]
+
+
+def _masked_input(
+    client: SecAggClient,
+    msg: Message,
+    context: Context,
+    call_next: ClientAppCallable,
+    data: dict[str, object],
+    content: RecordDict,
+    options: _StageOptions,
+) -> MaskedInputReply:
+    """Stage 3: shares first (a bad request fails before training), then train, then mask."""
+    client.receive_shares(MaskedInputRequest.from_dict(data))
+    trained = call_next(msg, context)
+    if trained.has_error():
+        raise SecAggError(f"local training failed: {trained.error.reason}")
+    arrays_key = str(data.get(ARRAYS_KEY, "arrays"))
+    weight_key = str(data.get(WEIGHT_KEY, "num-examples"))
+    if arrays_key not in msg.content.array_records:
+        raise SecAggError(f"the train message has no ArrayRecord {arrays_key!r}")
+    if arrays_key not in trained.content.array_records:
+        raise SecAggError(f"the train reply has no ArrayRecord {arrays_key!r}")
+    update = flat_update(msg.content[arrays_key], trained.content[arrays_key])
+    reply = client.masked_input(update, options.weight_fn(trained.content, weight_key))
+    for name in options.passthrough_records:
+        if name in trained.content.config_records:
+            content[name] = trained.content.config_records[name]
+    if data.get(METRICS_IN_CLEAR):
+        for name, record in trained.content.metric_records.items():
+            content[name] = record
+    return reply
+
+
 def make_secagg_mod(
     *,
     weight_fn: WeightFn = default_weight,
@@ -87,25 +145,35 @@ def make_secagg_mod(
     Parameters
     ----------
     weight_fn : callable (default: the reply's ``metrics[weight_key]``)
-        ``(train reply content, weight_key) -> example count``; capped at ``max_weight``.
+        ``(train reply content, weight_key) -> example count``; an integer in
+        ``[0, max_weight]``, else the client refuses the round (never capped).
+        :func:`unit_weight` gives the unweighted mean (with ``max_weight=1``).
     require_secagg : bool (default: True)
-        Refuse ``train`` messages without the protocol record.
+        Refuse every training message (``train``, ``train.<action>``) without the protocol
+        record.
     passthrough_records : sequence of str (default: ``("client-info",)``)
         ConfigRecords of the train reply forwarded unchanged (they must not hold the update).
     source : RandomSource, optional
         Randomness for keys and seeds; the OS CSPRNG unless a test injects a seeded one.
     """
+    options = _StageOptions(weight_fn, tuple(passthrough_records))
 
     def secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        if msg.metadata.message_type != MessageType.TRAIN:
+        message_type = msg.metadata.message_type
+        if not _is_training(message_type):
             return call_next(msg, context)
         if RECORD_KEY not in msg.content.config_records:
             if require_secagg:
                 raise SecAggError(
-                    "secagg_mod: refusing a plain train message (it would send the update in "
-                    "clear); run the server with flower_suite.strategies.SecAggPlus"
+                    f"secagg_mod: refusing a plain {message_type!r} message (it would send the "
+                    "update in clear); run the server with flower_suite.strategies.SecAggPlus"
                 )
             return call_next(msg, context)
+        if message_type != MessageType.TRAIN:
+            raise SecAggError(
+                f"secagg_mod: refusing a {message_type!r} message: secure aggregation runs "
+                "over plain 'train' messages only"
+            )
         data = dict(msg.content.config_records[RECORD_KEY])
         stage = data.get("stage")
         saved = context.state.config_records.get(STATE_KEY)
@@ -120,20 +188,7 @@ def make_secagg_mod(
         elif stage == Stage.SHARE_KEYS:
             reply = client.share_keys(ShareKeysRequest.from_dict(data))
         elif stage == Stage.MASKED_INPUT:
-            client.receive_shares(MaskedInputRequest.from_dict(data))
-            trained = call_next(msg, context)
-            if trained.has_error():
-                raise SecAggError(f"local training failed: {trained.error.reason}")
-            arrays_key = str(data.get(ARRAYS_KEY, "arrays"))
-            weight_key = str(data.get(WEIGHT_KEY, "num-examples"))
-            update = flat_update(msg.content[arrays_key], trained.content[arrays_key])
-            reply = client.masked_input(update, weight_fn(trained.content, weight_key))
-            for name in passthrough_records:
-                if name in trained.content.config_records:
-                    content[name] = trained.content.config_records[name]
-            if data.get(METRICS_IN_CLEAR):
-                for name, record in trained.content.metric_records.items():
-                    content[name] = record
+            reply = _masked_input(client, msg, context, call_next, data, content, options)
         elif stage == Stage.UNMASK:
             reply = client.unmask(UnmaskRequest.from_dict(data))
         else:

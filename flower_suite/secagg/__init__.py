@@ -10,10 +10,16 @@ client and server state machines with typed messages; spec: ``shared/spec/secagg
 - Primitives: ``crypto`` (X25519, HKDF, AES-GCM), ``shamir`` (GF(2^128), pycryptodome
   compatible), ``masks`` (AES-CTR PRG into modular arithmetic), ``quantize``, ``graph``.
 
-Threat model (spec section 1): semi-honest server and clients. Not provided: security against
-an active (malicious) server (needs a PKI, signatures, a consistency round and graph
-randomness the server cannot bias). Under secure aggregation the server sees only the sum, so
-robust rules (Krum, median, trimmed mean, ...) cannot inspect individual updates.
+Threat model (spec section 1; README "Threat model"): semi-honest server. Not provided:
+security against an active (malicious) server in general (needs a PKI, signatures, a
+consistency round and graph randomness the server cannot bias); clients do refuse what a
+lying server would need most: thresholds ``t <= k/2``, fewer than ``t`` announced survivors,
+both kinds of share of one client. One misbehaving client cannot crash a round: its invalid
+key, shares or messages exclude it or are discarded (spare shares reconstruct), and a round
+that cannot complete is a clean :class:`SecAggAbort`; an unmasked sum outside the range
+quantization allows is refused. In-range garbage in one client's own input is undetectable.
+Under secure aggregation the server sees only the sum, so robust rules (Krum, median, trimmed
+mean, ...) cannot inspect individual updates.
 """
 
 from flower_suite.secagg.client import ClientState, SecAggClient

@@ -4,6 +4,9 @@ One :class:`SecAggClient` per client and round; its whole state is plain data
 (:meth:`SecAggClient.to_dict` / :meth:`from_dict`: ints and bytes only) so a Flower mod can keep
 it in ``Context.state`` between messages. Every handler checks the stage order and the round id
 first and raises :class:`SecAggError` on anything unexpected; a setup message always restarts.
+The parameters are validated as on the server, so a client refuses a threshold ``t <= k/2``
+and, at unmasking, fewer than ``t`` announced survivors. The one non-fatal problem is a share
+that fails authentication: it is discarded (:meth:`SecAggClient.receive_shares`).
 
 What is shared (spec section 4): ``s_SK`` (the mask key, 32 raw bytes = 2 Shamir chunks) and
 the self-mask seed ``b_u`` (16 bytes = 1 chunk); ``c_SK`` never leaves the client, so a
@@ -13,11 +16,18 @@ reconstructed ``s_SK`` does not let the server read share traffic.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 
 from flower_suite.secagg import masks, shamir
+from flower_suite.secagg.client_state import (
+    SHARES_RECEIVED,
+    ClientState,
+    stage_label,
+    state_from_dict,
+    state_to_dict,
+)
 from flower_suite.secagg.crypto import (
     RandomSource,
     SystemRandomSource,
@@ -41,10 +51,7 @@ from flower_suite.secagg.messages import (
     Stage,
     UnmaskReply,
     UnmaskRequest,
-    pack_blobs,
-    pack_ids,
-    unpack_blobs,
-    unpack_ids,
+    setup_digest,
 )
 from flower_suite.secagg.params import SecAggParams
 from flower_suite.secagg.quantize import EncodedInput, encode_input
@@ -52,48 +59,10 @@ from flower_suite.secagg.quantize import EncodedInput, encode_input
 logger = logging.getLogger(__name__)
 
 SEED_BYTES = 16
-IDLE = -1
-SHARES_RECEIVED = 30  # within stage 3: shares stored, masked vector not yet sent
 # plaintext of an encrypted share: sender | receiver | index | s_SK share | b share
 _S_SHARE = 32
 _B_SHARE = 16
 _PLAIN = 4 + 4 + shamir.INDEX_BYTES + _S_SHARE + _B_SHARE
-
-
-@dataclass
-class ClientState:
-    """Everything a client remembers between stages (plain data)."""
-
-    stage: int = IDLE  # last completed stage
-    round_id: bytes = b""
-    secure_id: int = 0
-    params: dict[str, object] = field(default_factory=dict)
-    c_sk: bytes = b""
-    c_pk: bytes = b""
-    s_sk: bytes = b""
-    s_pk: bytes = b""
-    seed: bytes = b""  # b_u
-    peers: tuple[int, ...] = ()  # N(u) ∩ U1 (incl. u), from stage 2
-    peer_c_pks: tuple[bytes, ...] = ()
-    peer_s_pks: tuple[bytes, ...] = ()
-    peer_dec_keys: tuple[bytes, ...] = ()  # keys of the shares peers send here (one X25519 each)
-    owners: tuple[int, ...] = ()  # whose shares this client holds (u first, then N(u) ∩ U2)
-    s_shares: tuple[bytes, ...] = ()  # encoded (index | share), aligned with owners
-    b_shares: tuple[bytes, ...] = ()
-
-
-_INT_FIELDS = ("stage", "secure_id")
-_BYTES_FIELDS = ("round_id", "c_sk", "c_pk", "s_sk", "s_pk", "seed")
-_ID_FIELDS = ("peers", "owners")
-_BLOB_FIELDS = ("peer_c_pks", "peer_s_pks", "peer_dec_keys", "s_shares", "b_shares")
-
-
-def _stage_label(stage: int) -> str:
-    if stage == IDLE:
-        return "none"
-    if stage == SHARES_RECEIVED:
-        return "masked_input (shares received, no masked vector sent)"
-    return Stage(stage).label
 
 
 class SecAggClient:
@@ -110,30 +79,13 @@ class SecAggClient:
 
     # -- persistence ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, int | bytes]:
-        s = self.state
-        out: dict[str, int | bytes] = {name: getattr(s, name) for name in _INT_FIELDS}
-        out.update({name: getattr(s, name) for name in _BYTES_FIELDS})
-        out.update({name: pack_ids(getattr(s, name)) for name in _ID_FIELDS})
-        out.update({name: pack_blobs(list(getattr(s, name))) for name in _BLOB_FIELDS})
-        out.update({f"p_{k}": v for k, v in s.params.items()})  # type: ignore[misc]
-        return out
+        return state_to_dict(self.state)
 
     @classmethod
     def from_dict(
         cls, data: dict[str, object], *, source: RandomSource | None = None
     ) -> SecAggClient:
-        state = ClientState()
-        for name in _INT_FIELDS + _BYTES_FIELDS:
-            if name in data:
-                setattr(state, name, data[name])
-        for name in _ID_FIELDS:
-            if name in data:
-                setattr(state, name, tuple(unpack_ids(data[name])))  # type: ignore[arg-type]
-        for name in _BLOB_FIELDS:
-            if name in data:
-                setattr(state, name, tuple(unpack_blobs(data[name])))  # type: ignore[arg-type]
-        state.params = {k[2:]: v for k, v in data.items() if k.startswith("p_")}
-        return cls(state, source=source)
+        return cls(state_from_dict(data), source=source)
 
     @property
     def params(self) -> SecAggParams:
@@ -141,7 +93,7 @@ class SecAggClient:
 
     def _expect(self, stage: Stage, round_id: bytes, completed: Stage) -> None:
         if self.state.stage != int(completed):
-            last = _stage_label(self.state.stage)
+            last = stage_label(self.state.stage)
             raise SecAggError(
                 f"unexpected {stage.label} message: the last completed stage is {last}, "
                 f"expected {completed.label} (stages must arrive in order)"
@@ -167,12 +119,13 @@ class SecAggClient:
             s_sk=s_sk,
             s_pk=s_pk,
         )
-        return AdvertiseKeys(round_id=request.round_id, c_pk=c_pk, s_pk=s_pk)
+        return AdvertiseKeys(
+            round_id=request.round_id, c_pk=c_pk, s_pk=s_pk, setup_digest=setup_digest(request)
+        )
 
     # -- stage 2 ----------------------------------------------------------------------------
-    def share_keys(self, request: ShareKeysRequest) -> ShareKeysReply:
-        """Check the neighbours' keys, Shamir-share ``s_SK`` and ``b_u``, encrypt per peer."""
-        self._expect(Stage.SHARE_KEYS, request.round_id, Stage.ADVERTISE_KEYS)
+    def _check_share_keys(self, request: ShareKeysRequest) -> int:
+        """Spec section 6, stage 2 checks; returns this client's position in the lists."""
         s, p = self.state, self.params
         ids, indices = list(request.ids), list(request.indices)
         if not len(ids) == len(indices) == len(request.c_pks) == len(request.s_pks):
@@ -191,6 +144,16 @@ class SecAggClient:
         all_keys = list(request.c_pks) + list(request.s_pks)
         if len(set(all_keys)) != len(all_keys):
             raise SecAggError("share-keys message: public keys are not pairwise distinct")
+        # A low-order key from a lying server needs no extra check here: the key agreement
+        # with it fails with SecAggError (an honest server drops such clients at stage 1).
+        return me
+
+    def share_keys(self, request: ShareKeysRequest) -> ShareKeysReply:
+        """Check the neighbours' keys, Shamir-share ``s_SK`` and ``b_u``, encrypt per peer."""
+        self._expect(Stage.SHARE_KEYS, request.round_id, Stage.ADVERTISE_KEYS)
+        me = self._check_share_keys(request)
+        s, p = self.state, self.params
+        ids, indices = list(request.ids), list(request.indices)
         seed = self.source.token_bytes(SEED_BYTES)
         s_shares = shamir.split(s.s_sk, p.t, indices, self.source)
         b_shares = shamir.split(seed, p.t, indices, self.source)
@@ -204,20 +167,13 @@ class SecAggClient:
                 continue
             # one agreement per peer serves both directions (HKDF labels separate them)
             shared = agree(c_key, c_pk)
-            key = encryption_key(shared, s.round_id, s.secure_id, v)
             dec_keys.append(encryption_key(shared, s.round_id, v, s.secure_id))
-            plain = (
-                id_bytes(s.secure_id)
-                + id_bytes(v)
-                + index.to_bytes(shamir.INDEX_BYTES, "big")
-                + s_share
-                + b_share
-            )
+            plain = id_bytes(s.secure_id) + id_bytes(v) + shamir.encode_share(index, s_share)
             dsts.append(v)
             ciphertexts.append(
                 seal(
-                    key,
-                    plain,
+                    encryption_key(shared, s.round_id, s.secure_id, v),
+                    plain + b_share,
                     round_id=s.round_id,
                     stage=int(Stage.SHARE_KEYS),
                     sender=s.secure_id,
@@ -237,18 +193,44 @@ class SecAggClient:
             s_shares=(shamir.encode_share(indices[me], s_shares[me]),),
             b_shares=(shamir.encode_share(indices[me], b_shares[me]),),
         )
-        commitment = seed_commitment(s.round_id, s.secure_id, seed)
         return ShareKeysReply(
             round_id=s.round_id,
             dsts=tuple(dsts),
             ciphertexts=tuple(ciphertexts),
-            commitment=commitment,
+            commitment=seed_commitment(s.round_id, s.secure_id, seed),
         )
 
     # -- stage 3 ----------------------------------------------------------------------------
+    def _open_share(self, src: int, sealed: bytes) -> tuple[bytes, bytes]:
+        """Decrypt the share ``src`` sent here: ``(encoded s_SK share, encoded b share)``."""
+        s = self.state
+        plain = open_sealed(
+            s.peer_dec_keys[s.peers.index(src)],
+            sealed,
+            round_id=s.round_id,
+            stage=int(Stage.SHARE_KEYS),
+            sender=src,
+            receiver=s.secure_id,
+        )
+        if len(plain) != _PLAIN:
+            raise SecAggError(f"share from client {src} has {len(plain)} bytes, expected {_PLAIN}")
+        if int.from_bytes(plain[:4], "big") != src or int.from_bytes(plain[4:8], "big") != (
+            s.secure_id
+        ):
+            raise SecAggError(f"share from client {src} names another sender or receiver")
+        index = plain[8 : 8 + shamir.INDEX_BYTES]
+        body = plain[8 + shamir.INDEX_BYTES :]
+        return index + body[:_S_SHARE], index + body[_S_SHARE:]
+
     def receive_shares(self, request: MaskedInputRequest) -> None:
         """Decrypt and store the shares from ``N(u) ∩ U2``; run before local training so a
-        bad share aborts early."""
+        bad request aborts early.
+
+        A share that fails authentication (tampered, misrouted, replayed) or names the wrong
+        pair is discarded with a warning, not fatal: this client still masks with its sender
+        and the server reconstructs the sender's secrets from the other holders' shares. The
+        round aborts only if fewer than ``t`` valid shares of some needed secret remain.
+        """
         self._expect(Stage.MASKED_INPUT, request.round_id, Stage.SHARE_KEYS)
         s, p = self.state, self.params
         srcs = list(request.srcs)
@@ -259,36 +241,25 @@ class SecAggClient:
         if len(srcs) + 1 < p.t:
             raise SecAggError(f"only {len(srcs) + 1} neighbours shared keys, threshold is {p.t}")
         owners, s_shares, b_shares = list(s.owners), list(s.s_shares), list(s.b_shares)
+        discarded = []
         for src, sealed in zip(srcs, request.ciphertexts, strict=True):
-            key = s.peer_dec_keys[s.peers.index(src)]
-            plain = open_sealed(
-                key,
-                sealed,
-                round_id=s.round_id,
-                stage=int(Stage.SHARE_KEYS),
-                sender=src,
-                receiver=s.secure_id,
-            )
-            if len(plain) != _PLAIN:
-                raise SecAggError(
-                    f"share from client {src} has {len(plain)} bytes, expected {_PLAIN}"
-                )
-            if (
-                int.from_bytes(plain[:4], "big") != src
-                or int.from_bytes(plain[4:8], "big") != s.secure_id
-            ):
-                raise SecAggError(f"share from client {src} names another sender or receiver")
-            index = plain[8 : 8 + shamir.INDEX_BYTES]
-            body = plain[8 + shamir.INDEX_BYTES :]
+            try:
+                s_share, b_share = self._open_share(src, sealed)
+            except SecAggError as err:
+                logger.warning("secagg client %d: discarding a share: %s", s.secure_id, err)
+                discarded.append(src)
+                continue
             owners.append(src)
-            s_shares.append(index + body[:_S_SHARE])
-            b_shares.append(index + body[_S_SHARE:])
+            s_shares.append(s_share)
+            b_shares.append(b_share)
         self.state = replace(
             s,
             stage=SHARES_RECEIVED,
             owners=tuple(owners),
             s_shares=tuple(s_shares),
             b_shares=tuple(b_shares),
+            mask_peers=tuple(srcs),
+            discarded=tuple(discarded),
             peer_dec_keys=(),
         )
 
@@ -320,7 +291,7 @@ class SecAggClient:
             mod_bits=p.mod_bits,
         )
         s_key = private_key(s.s_sk)
-        for v in s.owners[1:]:  # the peers in N(u) ∩ U2
+        for v in s.mask_peers:  # N(u) ∩ U2, including peers whose share was discarded
             secret = agree(s_key, s.peer_s_pks[s.peers.index(v)])
             masks.add_mask(
                 y,
@@ -348,7 +319,12 @@ class SecAggClient:
     # -- stage 4 ----------------------------------------------------------------------------
     def unmask(self, request: UnmaskRequest) -> UnmaskReply:
         """Reveal ``b``-shares of the alive and ``s_SK``-shares of the dropped, never both
-        for the same client (else a late-but-alive client's input would be exposed)."""
+        for the same client (else a late-but-alive client's input would be exposed).
+
+        Refused (spec section 6, stage 4): repeated ids, a client in both lists, clients this
+        one never masked with, this client listed as dropped, and fewer than ``t`` survivors
+        announced. Shares discarded at stage 3 are omitted (the server sees which).
+        """
         self._expect(Stage.UNMASK, request.round_id, Stage.MASKED_INPUT)
         s, p = self.state, self.params
         alive, dropped = set(request.alive), set(request.dropped)
@@ -358,16 +334,16 @@ class SecAggClient:
             raise SecAggError(
                 f"unmask message asks for both kinds of share of clients {sorted(alive & dropped)}"
             )
-        unknown = (alive | dropped) - set(s.owners)
+        unknown = (alive | dropped) - {s.secure_id, *s.mask_peers}
         if unknown:
-            raise SecAggError(f"unmask message names clients {sorted(unknown)} without shares here")
+            raise SecAggError(f"unmask message names clients {sorted(unknown)} not masked with")
         if s.secure_id not in alive:
             raise SecAggError("unmask message lists this (alive) client as dropped")
         if len(alive) < p.t:
             raise SecAggError(f"only {len(alive)} neighbours alive, threshold is {p.t}")
         position = {owner: i for i, owner in enumerate(s.owners)}
-        b_owners = [v for v in request.alive]
-        s_owners = [v for v in request.dropped]
+        b_owners = [v for v in request.alive if v in position]
+        s_owners = [v for v in request.dropped if v in position]
         reply = UnmaskReply(
             round_id=s.round_id,
             b_owners=tuple(b_owners),

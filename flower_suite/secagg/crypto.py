@@ -88,6 +88,32 @@ def generate_keypair(source: RandomSource) -> tuple[bytes, bytes]:
     return secret, public
 
 
+_FIELD_PRIME = 2**255 - 19
+# Any clamped scalar is a multiple of the cofactor 8, so its product with a point of small
+# order is the neutral element and X25519 outputs all zeros: one exchange with this fixed key
+# detects every low-order public key (cryptography refuses the all-zero result).
+_PROBE = X25519PrivateKey.from_private_bytes(hashlib.sha256(b"flower-suite key probe").digest())
+
+
+def check_public_key(public: object) -> None:
+    """Refuse anything but a canonical X25519 public key of large order.
+
+    A low-order key (the all-zero key, u = 1, the order-8 points) makes every agreement with it
+    fail, so one client advertising it would crash each neighbour's key agreement; a
+    non-canonical encoding (u >= 2**255 - 19) would let a client pass off a copy of another
+    client's key as a distinct one. Honest keys from :func:`generate_keypair` always pass.
+    """
+    if not isinstance(public, bytes) or len(public) != KEY_BYTES:
+        size = len(public) if isinstance(public, bytes) else type(public).__name__
+        raise SecAggError(f"public key must be {KEY_BYTES} bytes, got {size}")
+    if int.from_bytes(public, "little") >= _FIELD_PRIME:
+        raise SecAggError("public key is not a canonical X25519 encoding (u >= 2**255 - 19)")
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError as err:
+        raise SecAggError("public key is a low-order X25519 point (invalid)") from err
+
+
 def public_key_of(secret: bytes) -> bytes:
     """The raw public key of a raw X25519 secret (checks a reconstructed ``s_SK``)."""
     return X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()

@@ -13,6 +13,8 @@ Stages 0 (setup) and 1 (advertise keys) share one round trip, as in Flower: the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import struct
 from dataclasses import dataclass, fields
 from enum import IntEnum
@@ -23,7 +25,8 @@ import numpy as np
 from flower_suite.secagg.errors import SecAggError
 from flower_suite.secagg.params import SecAggParams
 
-PROTOCOL_VERSION = 1
+# 2: AdvertiseKeys echoes a digest of the setup message (parameters bound to the round)
+PROTOCOL_VERSION = 2
 
 
 class Stage(IntEnum):
@@ -170,15 +173,28 @@ class SetupRequest(Message):
         return cls(round_id=round_id, secure_id=secure_id, params=params)
 
 
+def setup_digest(request: SetupRequest) -> bytes:
+    """SHA-256 of the setup message as the client understood it (round, secure id, every
+    parameter). The client echoes it with its keys; the server drops a client whose digest
+    differs from its own, so a client that was sent (or kept) other parameters than the rest
+    cannot put an input on another scale into the sum."""
+    canonical = json.dumps(request.params.to_dict(), sort_keys=True).encode()
+    return hashlib.sha256(
+        b"secagg-setup|" + request.round_id + struct.pack(">I", request.secure_id) + canonical
+    ).digest()
+
+
 @dataclass(frozen=True)
 class AdvertiseKeys(Message):
-    """Stage 1, client -> server: ``c_PK`` (share encryption) and ``s_PK`` (pairwise masks)."""
+    """Stage 1, client -> server: ``c_PK`` (share encryption), ``s_PK`` (pairwise masks) and
+    the digest of the setup message it answers (:func:`setup_digest`)."""
 
     STAGE: ClassVar[Stage] = Stage.ADVERTISE_KEYS
-    KINDS: ClassVar[dict[str, str]] = {"c_pk": "bytes", "s_pk": "bytes"}
+    KINDS: ClassVar[dict[str, str]] = {"c_pk": "bytes", "s_pk": "bytes", "setup_digest": "bytes"}
 
     c_pk: bytes
     s_pk: bytes
+    setup_digest: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ Spec ``secagg.md`` section 2 (the table of parameters and their validity checks)
 ``max_weights_factor``) are accepted as aliases by :meth:`SecAggConfig.from_kwargs`.
 
 Every check runs before stage 0 and raises ``ValueError`` naming the parameter; Flower lacks
-several of them (``clipping_range <= 0``, ``M < n*W*T``, a weight above ``max_weight``).
+several of them (``clipping_range <= 0``, ``M < n*W*T``, a weight above ``max_weight``). The
+same checks run on every client when it parses the server's setup message, including the safe
+floor ``t > k/2`` (spec section 2's SHOULD made a MUST: below it a server that lies about
+dropouts can reconstruct both secrets of one client).
 """
 
 from __future__ import annotations
@@ -123,6 +126,14 @@ def validate(p: SecAggParams) -> None:
         raise ValueError(
             f"reconstruction_threshold (t) must satisfy 2 <= t <= k = {p.k}, got {p.t}"
         )
+    if 2 * p.t <= p.k:
+        # With t <= k/2 two disjoint groups of t holders exist: a server that tells one group
+        # "u dropped" and the other "u survived" collects both u's mask key and its self-mask
+        # seed, i.e. u's plain input, although every honest holder answers only one question.
+        raise ValueError(
+            f"reconstruction_threshold (t) must be > k/2 = {p.k / 2:g} (safe floor against a "
+            f"server lying about dropouts), got t = {p.t} of k = {p.k}"
+        )
     if not 2 <= p.m <= p.n:
         raise ValueError(f"min_num (m) must satisfy 2 <= m <= n = {p.n}, got {p.m}")
     if not (isinstance(p.c, int | float) and math.isfinite(p.c) and p.c > 0):
@@ -156,7 +167,8 @@ class SecAggConfig:
         the full graph); ``1.0`` is SecAgg (``k = n``). See :func:`suggest_parameters`.
     reconstruction_threshold : int | float | None (default: None)
         Shares needed to reconstruct (``t``). A float is a fraction of ``k`` (at least 2);
-        ``None`` gives ``floor(k/2) + 1``.
+        ``None`` gives ``floor(k/2) + 1``. Must exceed ``k/2`` (checked here and by every
+        client): below it a server lying about dropouts could unmask one client's input.
     min_num, min_frac : int | None, float | None (default: None)
         Fewest clients that must survive every stage; with both, the least restrictive
         ``min(min_num, ceil(min_frac * n))`` wins (Salvia). Default: ``t``.
@@ -167,8 +179,11 @@ class SecAggConfig:
     modulus_range : int | None (default: None)
         Power of two ``M``; default the smallest power of two ``>= n*W*T``, at least ``2**32``.
     max_weight : int (default: 1000)
-        Cap ``W`` on a client's integer weight (its example count); ``1`` gives the unweighted
-        mean.
+        Largest integer weight ``W`` (a client's example count) a client may contribute; a
+        client refuses (drops out of the round) rather than cap a larger, fractional or
+        non-finite weight (:func:`~flower_suite.secagg.quantize.client_weight`). For the
+        unweighted mean use ``1`` with clients that weigh themselves 1
+        (``make_secagg_mod(weight_fn=unit_weight)``).
     stochastic_rounding : bool (default: True)
         Unbiased stochastic rounding; ``False`` rounds down after adding 1/2 (nearest).
     clip_warn_fraction : float (default: 0.01)
@@ -198,9 +213,9 @@ class SecAggConfig:
         if t is not None:
             if isinstance(t, bool) or not isinstance(t, int | float):
                 raise ValueError(f"reconstruction_threshold must be an int or a float, got {t!r}")
-            if isinstance(t, float) and not 0.0 < t <= 1.0:
+            if isinstance(t, float) and not 0.5 < t <= 1.0:
                 raise ValueError(
-                    f"reconstruction_threshold as a fraction must be in (0, 1], got {t}"
+                    f"reconstruction_threshold as a fraction must be in (0.5, 1] (t > k/2), got {t}"
                 )
             if _is_int(t) and t < 2:
                 raise ValueError(f"reconstruction_threshold must be >= 2, got {t}")
@@ -323,8 +338,12 @@ def suggest_parameters(
         and ``P[#surviving neighbours < t] <= 2**-correctness_bits / n`` (hypergeometric
         tails); the smallest such ``t`` (at least 2) is returned.
 
+    Unlike Google's finder, ``t`` is never below the safe floor ``floor(k/2) + 1`` (which
+    :func:`validate` and every client enforce), so correctness (b) is checked at the raised
+    threshold and the degree grows where dropouts are frequent.
+
     Returns ``k = d + 1`` (the self-edge). When no ``d < n - 1`` works, returns the full graph
-    ``(n, floor(n/2) + 1)`` clipped to the feasible threshold range, as SecAgg.
+    ``(n, floor(n/2) + 1)``, as SecAgg.
     """
     from scipy.stats import hypergeom
 
@@ -361,12 +380,12 @@ def suggest_parameters(
             )
             if log_p >= log_security:
                 continue
-        # smallest t with P[#corrupt >= t] <= p_security, i.e. sf(t - 1) <= p_security
+        # smallest t >= the floor with P[#corrupt >= t] <= p_security (sf(t-1) <= p_security);
+        # sf decreases in t, so searching upwards from the floor finds it
         corrupt_nb = hypergeom(n, corrupt, d)
-        t = 0
+        t = max(2, (d + 1) // 2 + 1)
         while t <= d and corrupt_nb.sf(t - 1) > p_security:
             t += 1
-        t = max(t, 2)
         if t > d:
             continue
         # correctness: P[#surviving neighbours < t] = cdf(t - 1) must be small

@@ -7,6 +7,11 @@ and that every secret that may still be needed keeps ``t`` potential share holde
 it raises :class:`SecAggAbort` naming the stage and the counts, and no aggregate is released.
 A malformed reply counts as a dropout (recorded in :attr:`SecAggServer.rejected`).
 
+No client's bytes can make the server raise anything but :class:`SecAggAbort`: an invalid
+public key drops its owner at stage 1, bad shares are left out and the secrets reconstructed
+from spare shares (``recovery.py``), and the unmasked sum must lie in the range honest inputs
+allow (:func:`~flower_suite.secagg.quantize.sum_violation`) before it is released.
+
 Cost (spec section 7): routing ``O(n k)`` ciphertexts, accumulating ``|U3|`` vectors,
 ``|U3|`` self-mask and ``Σ_{dropped} |N(v) ∩ U3|`` pairwise-mask expansions and
 ``|U3| + |U2 \\ U3|`` reconstructions (cached Lagrange coefficients, see ``shamir.py``).
@@ -19,16 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flower_suite.secagg import masks, shamir
-from flower_suite.secagg.crypto import (
-    KEY_BYTES,
-    RandomSource,
-    SystemRandomSource,
-    agree,
-    private_key,
-    public_key_of,
-    seed_commitment,
-)
+from flower_suite.secagg import masks
+from flower_suite.secagg.crypto import RandomSource, SystemRandomSource, check_public_key
 from flower_suite.secagg.errors import SecAggAbort, SecAggError
 from flower_suite.secagg.graph import build_graph
 from flower_suite.secagg.messages import (
@@ -41,9 +38,11 @@ from flower_suite.secagg.messages import (
     Stage,
     UnmaskReply,
     UnmaskRequest,
+    setup_digest,
 )
 from flower_suite.secagg.params import SecAggParams
-from flower_suite.secagg.quantize import dequantize_mean
+from flower_suite.secagg.quantize import dequantize_mean, sum_violation
+from flower_suite.secagg.recovery import ShareTable, Unmasking, read_unmask_reply
 
 ROUND_ID_BYTES = 16
 
@@ -93,6 +92,8 @@ class SecAggServer:
         self._sum: np.ndarray | None = None
         self._masked_from: set[int] = set()
         self.clipped_fraction: dict[int, float] = {}
+        self._suspects: set[int] = set()  # holders caught with an invalid share
+        self._setup_digests: dict[int, bytes] = {}
 
     # -- helpers ----------------------------------------------------------------------------
     def _advance(self, expected: Stage, new: Stage) -> None:
@@ -100,7 +101,8 @@ class SecAggServer:
             raise SecAggError(f"server called for {new.label} after {self.stage.label}")
         self.stage = new
 
-    def _reject(self, sid: int, stage: Stage, reason: str) -> None:
+    def reject(self, sid: int, stage: Stage, reason: str) -> None:
+        """Record an excluded reply, or a part of a reply left out (the reason says which)."""
         self.rejected.append((sid, stage.label, reason))
 
     def neighbours(self, sid: int, among: set[int]) -> list[int]:
@@ -132,10 +134,12 @@ class SecAggServer:
 
     # -- stage 0 ----------------------------------------------------------------------------
     def setup_requests(self) -> dict[int, SetupRequest]:
-        return {
+        requests = {
             sid: SetupRequest(round_id=self.round_id, secure_id=sid, params=self.params)
             for sid in sorted(self.alive[Stage.SETUP])
         }
+        self._setup_digests = {sid: setup_digest(r) for sid, r in requests.items()}
+        return requests
 
     # -- stage 1 ----------------------------------------------------------------------------
     def receive_keys(self, replies: Mapping[int, AdvertiseKeys]) -> dict[int, ShareKeysRequest]:
@@ -146,12 +150,18 @@ class SecAggServer:
         for sid in sorted(set(replies) & self.alive[Stage.SETUP]):
             reply = replies[sid]
             keys = (reply.c_pk, reply.s_pk)
+            try:  # one client's invalid key would fail every neighbour's key agreement
+                for key in keys:
+                    check_public_key(key)
+            except SecAggError as err:
+                self.reject(sid, Stage.ADVERTISE_KEYS, str(err))
+                continue
             if reply.round_id != self.round_id:
-                self._reject(sid, Stage.ADVERTISE_KEYS, "wrong round id")
-            elif any(len(key) != KEY_BYTES for key in keys):
-                self._reject(sid, Stage.ADVERTISE_KEYS, "public keys must be 32 bytes")
+                self.reject(sid, Stage.ADVERTISE_KEYS, "wrong round id")
+            elif reply.setup_digest != self._setup_digests.get(sid):
+                self.reject(sid, Stage.ADVERTISE_KEYS, "answers other setup parameters")
             elif keys[0] == keys[1] or seen & set(keys):
-                self._reject(sid, Stage.ADVERTISE_KEYS, "public key repeats another one")
+                self.reject(sid, Stage.ADVERTISE_KEYS, "public key repeats another one")
             else:
                 seen.update(keys)
                 self.c_pks[sid], self.s_pks[sid] = keys
@@ -182,11 +192,11 @@ class SecAggServer:
             reply = replies[sid]
             expected = set(self.neighbours(sid, u1)) - {sid}
             if reply.round_id != self.round_id:
-                self._reject(sid, Stage.SHARE_KEYS, "wrong round id")
+                self.reject(sid, Stage.SHARE_KEYS, "wrong round id")
             elif set(reply.dsts) != expected or len(reply.dsts) != len(expected):
-                self._reject(sid, Stage.SHARE_KEYS, "destinations are not N(u) ∩ U1")
+                self.reject(sid, Stage.SHARE_KEYS, "destinations are not N(u) ∩ U1")
             elif len(reply.ciphertexts) != len(reply.dsts) or len(reply.commitment) != 32:
-                self._reject(sid, Stage.SHARE_KEYS, "malformed ciphertext list or commitment")
+                self.reject(sid, Stage.SHARE_KEYS, "malformed ciphertext list or commitment")
             else:
                 u2.add(sid)
                 self.commitments[sid] = reply.commitment
@@ -217,21 +227,21 @@ class SecAggServer:
         if self.stage != Stage.SHARE_KEYS:
             raise SecAggError(f"masked input received after {self.stage.label}")
         if sid not in self.alive[Stage.SHARE_KEYS] or sid in self._masked_from:
-            self._reject(sid, Stage.MASKED_INPUT, "not expected (not in U2, or a repeat)")
+            self.reject(sid, Stage.MASKED_INPUT, "not expected (not in U2, or a repeat)")
             return
         p = self.params
         if reply.round_id != self.round_id:
-            self._reject(sid, Stage.MASKED_INPUT, "wrong round id")
+            self.reject(sid, Stage.MASKED_INPUT, "wrong round id")
             return
-        if self.expected_length is not None and reply.length != self.expected_length:
-            self._reject(
-                sid, Stage.MASKED_INPUT, f"length {reply.length} != {self.expected_length}"
-            )
+        if reply.length < 1 or (
+            self.expected_length is not None and reply.length != self.expected_length
+        ):
+            self.reject(sid, Stage.MASKED_INPUT, f"length {reply.length} != {self.expected_length}")
             return
         try:
             vector = masks.unpack(reply.masked, reply.length, p.mod_bits, p.dtype)
         except ValueError as err:
-            self._reject(sid, Stage.MASKED_INPUT, str(err))
+            self.reject(sid, Stage.MASKED_INPUT, str(err))
             return
         if self._sum is None:
             self.expected_length = reply.length
@@ -239,8 +249,10 @@ class SecAggServer:
         else:
             np.add(self._sum, vector, out=self._sum)
         self._masked_from.add(sid)
-        if reply.clipped_fraction >= 0:
+        if 0.0 <= reply.clipped_fraction <= 1.0:
             self.clipped_fraction[sid] = float(reply.clipped_fraction)
+        elif reply.clipped_fraction != -1.0:  # -1: not reported
+            self.reject(sid, Stage.MASKED_INPUT, "clipped fraction outside [0, 1] ignored")
 
     def receive_masked_inputs(
         self, replies: Mapping[int, MaskedInputReply] | None = None
@@ -265,77 +277,46 @@ class SecAggServer:
 
     # -- stage 4 ----------------------------------------------------------------------------
     def receive_unmask(self, replies: Mapping[int, UnmaskReply]) -> AggregateResult:
-        """Reconstruct ``b_v`` (v ∈ U3) and ``s_SK_v`` (v ∈ U2 \\ U3), remove the masks."""
+        """Reconstruct ``b_v`` (v ∈ U3) and ``s_SK_v`` (v ∈ U2 \\ U3), remove the masks,
+        check the sum's range and dequantize; any failure is a :class:`SecAggAbort`."""
         self._advance(Stage.MASKED_INPUT, Stage.UNMASK)
         p = self.params
         u2, u3 = self.alive[Stage.SHARE_KEYS], self.alive[Stage.MASKED_INPUT]
         late = {v for v in u2 - u3 if self.neighbours(v, u3)}
-        b_shares: dict[int, list[tuple[int, bytes]]] = {v: [] for v in u3}
-        s_shares: dict[int, list[tuple[int, bytes]]] = {v: [] for v in late}
-        u4: set[int] = set()
-        for sid in sorted(set(replies) & u3):
-            reply = replies[sid]
-            try:
-                self._collect_unmask(sid, reply, u3, u2 - u3, b_shares, s_shares)
-            except (SecAggError, ValueError) as err:
-                self._reject(sid, Stage.UNMASK, str(err))
-                continue
-            u4.add(sid)
-        self.alive[Stage.UNMASK] = u4
+        table = self._collect_unmask(replies, u3, u2 - u3)
+        u4 = self.alive[Stage.UNMASK]
         self._check(Stage.UNMASK, u4, set(), u4)
-        for kind, table in (("self-mask seed", b_shares), ("mask key", s_shares)):
-            for owner, shares in table.items():
-                if len(shares) < p.t:
+        for kind, owners, shares in (
+            ("self-mask seed", u3, table.b),
+            ("mask key", late, table.s),
+        ):
+            for owner in sorted(owners):
+                count = len(shares.get(owner, {}))
+                if count < p.t:
                     raise SecAggAbort(
                         Stage.UNMASK.label,
                         f"too few shares of the {kind} of client {owner}",
-                        {
-                            "client": owner,
-                            "shares": len(shares),
-                            "threshold": p.t,
-                            "survivors": len(u4),
-                        },
+                        {"client": owner, "shares": count, "threshold": p.t, "survivors": len(u4)},
                     )
         assert self._sum is not None  # u3 is non-empty (checked against m >= 2)
         total = self._sum
-        for owner in sorted(u3):
-            seed = _reconstruct(b_shares[owner], p.t)
-            if seed_commitment(self.round_id, owner, seed) != self.commitments[owner]:
-                raise SecAggAbort(
-                    Stage.UNMASK.label,
-                    f"reconstructed self-mask seed of client {owner} fails its commitment",
-                    {"client": owner, "shares": len(b_shares[owner])},
-                )
-            masks.add_mask(
-                total,
-                seed,
-                sign=-1,
-                round_id=self.round_id,
-                label=masks.self_mask_label(owner),
-                mod_bits=p.mod_bits,
-            )
-        for owner in sorted(late):
-            secret = _reconstruct(s_shares[owner], p.t)
-            if public_key_of(secret) != self.s_pks[owner]:
-                raise SecAggAbort(
-                    Stage.UNMASK.label,
-                    f"reconstructed mask key of client {owner} does not match its public key",
-                    {"client": owner, "shares": len(s_shares[owner])},
-                )
-            key = private_key(secret)
-            for w in self.neighbours(owner, u3):
-                # w added δ_wv PRG(s_wv) to y_w; v never sent y_v, so remove it
-                masks.add_mask(
-                    total,
-                    agree(key, self.s_pks[w]),
-                    sign=-masks.pair_sign(w, owner),
-                    round_id=self.round_id,
-                    label=masks.pair_mask_label(w, owner),
-                    mod_bits=p.mod_bits,
-                )
+        unmasking = Unmasking(
+            params=p,
+            graph=self.graph,
+            round_id=self.round_id,
+            commitments=self.commitments,
+            s_pks=self.s_pks,
+            suspects=self._suspects,
+            note=lambda sid, reason: self.reject(sid, Stage.UNMASK, reason),
+        )
+        unmasking.remove_self_masks(total, u3, table)
+        unmasking.remove_pair_masks(total, late, u3, table)
         if p.mod_bits < 8 * total.dtype.itemsize:
             np.bitwise_and(total, total.dtype.type(p.modulus - 1), out=total)
         self._sum = None
+        violation = sum_violation(total, p, len(u3))
+        if violation:
+            raise SecAggAbort(Stage.UNMASK.label, violation, {"survivors": len(u3)})
         dropped = {
             Stage.ADVERTISE_KEYS.label: self.alive[Stage.SETUP] - self.alive[Stage.ADVERTISE_KEYS],
             Stage.SHARE_KEYS.label: self.alive[Stage.ADVERTISE_KEYS] - u2,
@@ -351,37 +332,29 @@ class SecAggServer:
         )
 
     def _collect_unmask(
-        self,
-        sid: int,
-        reply: UnmaskReply,
-        u3: set[int],
-        dropped: set[int],
-        b_shares: dict[int, list[tuple[int, bytes]]],
-        s_shares: dict[int, list[tuple[int, bytes]]],
-    ) -> None:
-        if reply.round_id != self.round_id:
-            raise SecAggError("wrong round id")
-        if set(reply.b_owners) != set(self.neighbours(sid, u3)) or set(reply.s_owners) != set(
-            self.neighbours(sid, dropped)
-        ):
-            raise SecAggError("shares for other clients than requested")
-        if len(reply.b_owners) != len(reply.b_shares) or len(reply.s_owners) != len(reply.s_shares):
-            raise SecAggError("owners and shares differ in length")
-        decoded_b = [shamir.decode_share(data) for data in reply.b_shares]
-        decoded_s = [shamir.decode_share(data) for data in reply.s_shares]
-        if any(len(share) != 16 for _, share in decoded_b) or any(
-            len(share) != KEY_BYTES for _, share in decoded_s
-        ):
-            raise SecAggError("share of the wrong length")
-        for owner, share in zip(reply.b_owners, decoded_b, strict=True):
-            b_shares[owner].append(share)
-        for owner, share in zip(reply.s_owners, decoded_s, strict=True):
-            if owner in s_shares:
-                s_shares[owner].append(share)
-
-
-def _reconstruct(shares: list[tuple[int, bytes]], t: int) -> bytes:
-    """Combine the ``t`` shares with the smallest indices: owners whose low-index holders all
-    answered share one index set, hence one cached set of Lagrange coefficients."""
-    chosen = sorted(shares)[:t]
-    return shamir.combine(chosen)
+        self, replies: Mapping[int, UnmaskReply], u3: set[int], dropped: set[int]
+    ) -> ShareTable:
+        """Read every survivor's reply into a share table; sets ``U4`` (accepted repliers)."""
+        table = ShareTable()
+        u4: set[int] = set()
+        for sid in sorted(set(replies) & u3):
+            reply = replies[sid]
+            if reply.round_id != self.round_id:
+                self.reject(sid, Stage.UNMASK, "wrong round id")
+                continue
+            refusal, notes = read_unmask_reply(
+                self.graph,
+                sid,
+                reply,
+                set(self.neighbours(sid, u3)),
+                set(self.neighbours(sid, dropped)),
+                table,
+            )
+            for note in notes:
+                self.reject(sid, Stage.UNMASK, note)
+            if refusal:
+                self.reject(sid, Stage.UNMASK, refusal)
+            else:
+                u4.add(sid)
+        self.alive[Stage.UNMASK] = u4
+        return table

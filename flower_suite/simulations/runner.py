@@ -31,7 +31,7 @@ from flower_suite.clients.secagg_mod import secagg_mod
 from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookFactory
 from flower_suite.simulations.recording import RunRecorder
-from flower_suite.simulations.secagg_config import secagg_enabled
+from flower_suite.simulations.secagg_config import check_secagg_weights, secagg_enabled
 from flower_suite.simulations.server import RoundCallback, RunResult, server_main
 from flower_suite.simulations.task import ExperimentTask
 from flower_suite.simulations.threats import client_threat
@@ -79,10 +79,12 @@ def simulation_client_app(
         train_fn=train_fn,
     )
     # FedMA's layer-wise steps arrive as `train.fedma` / `evaluate.fedma` messages; the
-    # handlers answer only those, so every app can carry them.
-    add_fedma_handlers(
-        app, model_fn, data_fn, defaults=task.train_config, seed=task.config.seed, device=device
-    )
+    # handlers answer only those, so every app can carry them, except a secure one: a FedMA
+    # reply is a trained layer in clear (secagg_mod refuses such messages as well).
+    if not secagg_enabled(task.config):
+        add_fedma_handlers(
+            app, model_fn, data_fn, defaults=task.train_config, seed=task.config.seed, device=device
+        )
     return app
 
 
@@ -114,6 +116,7 @@ def prepare(config: ExperimentConfig) -> ExperimentTask:
     """
     task = ExperimentTask(config)
     task.check_model_fits_data()
+    check_secagg_weights(config, [len(part) for part in task.partitions()])
     return task.preloaded()
 
 

@@ -17,16 +17,18 @@ secure aggregation: the server only ever sees the sum. Wrapping one is refused.
 
 A round that loses too many clients aborts (:class:`~flower_suite.secagg.SecAggAbort`, logged
 with the stage and counts, recorded in :attr:`SecAggPlus.records`); the global model is left
-unchanged and the next round starts afresh with new keys.
+unchanged and the next round starts afresh with new keys. No client can make ``train_round``
+raise: a bad reply excludes its sender (``records[round].errors``), bad shares are left out
+and reconstructed around, and a round that cannot complete (too few survivors or shares, an
+unrecoverable secret, an out-of-range or zero-weight sum) is a logged, recorded skip.
+FedMA cannot be wrapped: its replies are individual layers, not a sum.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from logging import ERROR, INFO, WARNING
-from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -39,64 +41,53 @@ from flwr.serverapp.strategy import Krum as FlwrKrum
 from flwr.serverapp.strategy import MultiKrum as FlwrMultiKrum
 from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.result import Result
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from flower_suite.clients.secagg_mod import ARRAYS_KEY, METRICS_IN_CLEAR, RECORD_KEY, WEIGHT_KEY
+from flower_suite.clients.secagg_mod import ARRAYS_KEY, METRICS_IN_CLEAR, WEIGHT_KEY
 from flower_suite.secagg import (
     AdvertiseKeys,
+    AggregateResult,
     MaskedInputReply,
     RandomSource,
     SecAggAbort,
     SecAggConfig,
     SecAggError,
+    SecAggParams,
     SecAggServer,
     ShareKeysReply,
     Stage,
     UnmaskReply,
 )
-from flower_suite.secagg.messages import Message as ProtocolMessage
 from flower_suite.strategies.decoding import ArrayLayout
+from flower_suite.strategies.fedma import FedMA
 from flower_suite.strategies.robust import RobustFedAvg
 from flower_suite.strategies.round_loop import run_rounds
+from flower_suite.strategies.secagg_exchange import (
+    SecAggRoundRecord,
+    StageExchange,
+    clear_metrics,
+    server_notes,
+)
 
-_ROBUST = (RobustFedAvg, FlwrKrum, FlwrMultiKrum, FlwrBulyan, FlwrFedMedian, FlwrFedTrimmedAvg)
+_FLOWER_ROBUST = (FlwrKrum, FlwrMultiKrum, FlwrBulyan, FlwrFedMedian, FlwrFedTrimmedAvg)
 
 
-@dataclass
-class SecAggRoundRecord:
-    """What the protocol did in one round (Flower node ids)."""
+def inspects_individual_updates(strategy: Strategy | type) -> bool:
+    """True for a strategy (or class) whose rule needs each update, not only their sum: it
+    cannot run under secure aggregation. Our strategies declare it (``secure_aggregation_ok``);
+    Flower's robust strategies are listed."""
+    cls = strategy if isinstance(strategy, type) else type(strategy)
+    if issubclass(cls, RobustFedAvg):
+        return not cls.secure_aggregation_ok
+    return issubclass(cls, _FLOWER_ROBUST)
 
-    sampled: list[int] = field(default_factory=list)
-    survivors: list[int] = field(default_factory=list)
-    dropped: dict[str, list[int]] = field(default_factory=dict)
-    errors: list[tuple[int, str, str]] = field(default_factory=list)  # node, stage, reason
-    clipped_fraction: dict[int, float] = field(default_factory=dict)
-    aborted: str = ""
-    server_cpu_s: float = 0.0
-    total_weight: int = 0
 
-    # the runner's selection hook reads these (same names as RoundRecord of robust.py)
-    @property
-    def selected(self) -> list[int]:
-        """Nodes whose inputs are in the aggregate (U3)."""
-        return self.survivors
-
-    @property
-    def rejected(self) -> list[tuple[int, str]]:
-        return [(node, f"{stage}: {reason}") for node, stage, reason in self.errors]
-
-    @property
-    def info(self) -> dict[str, float]:
-        return {
-            "secagg-survivors": float(len(self.survivors)),
-            "secagg-dropped": float(len(self.sampled) - len(self.survivors)),
-            "secagg-clipped-fraction": max(self.clipped_fraction.values(), default=0.0),
-            "secagg-server-cpu-s": self.server_cpu_s,
-        }
-
-    @property
-    def skipped(self) -> str:
-        return self.aborted
+# FedMA's rounds are layer-wise train.fedma messages whose replies carry one client's trained
+# layer and label histogram: nothing a sum of masked vectors can replace.
+FEDMA_REFUSAL = (
+    "FedMA matches individual clients' layers (each train.fedma reply carries a trained layer "
+    "and a label histogram in clear), which secure aggregation cannot mask; run it without "
+    "secure aggregation"
+)
 
 
 class SecAggPlus(Strategy):
@@ -142,7 +133,9 @@ class SecAggPlus(Strategy):
     ) -> None:
         if isinstance(strategy, SecAggPlus):
             raise ValueError("strategy is already wrapped in SecAggPlus")
-        if isinstance(strategy, _ROBUST):
+        if isinstance(strategy, FedMA):
+            raise ValueError(FEDMA_REFUSAL)
+        if inspects_individual_updates(strategy):
             raise ValueError(
                 f"{type(strategy).__name__} inspects individual updates, which secure aggregation "
                 "hides from the server (it sees only the sum); wrap a FedAvg-family strategy"
@@ -215,8 +208,10 @@ class SecAggPlus(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Sample with the wrapped strategy, run the protocol, aggregate the unmasked mean.
 
-        Returns ``(None, None)`` when nobody was sampled or the round aborted (the global
-        model stays as it is).
+        Returns ``(None, None)`` when nobody was sampled or the round was skipped (the global
+        model stays as it is). Nothing a client sends makes this raise: a bad reply excludes
+        its sender, and a round that cannot complete (too few survivors, a secret that cannot
+        be reconstructed, an out-of-range or zero-weight sum) is a logged, recorded skip.
         """
         instructions = list(self.strategy.configure_train(server_round, arrays, config, grid))
         record = self.records[server_round] = SecAggRoundRecord()
@@ -224,47 +219,60 @@ class SecAggPlus(Strategy):
             return None, None
         nodes = [int(m.metadata.dst_node_id) for m in instructions]
         record.sampled = nodes
-        stage_timeout = self.timeout or timeout
         cpu_start = time.process_time()
+        run = StageExchange(grid, server_round, nodes, self.timeout or timeout, record)
+        server: SecAggServer | None = None
         try:
             params = self.config.resolve(len(nodes))
-        except ValueError as err:
-            record.aborted = str(err)
-            log(ERROR, "SecAggPlus: round %d skipped: %s", server_round, err)
-            return None, None
-        layout = ArrayLayout.of(arrays)
-        server = SecAggServer(params, source=self.source, expected_length=layout.size)
-        run = _Exchange(grid, server_round, nodes, stage_timeout, record)
-        try:
-            keys = run(Stage.SETUP, server.setup_requests(), AdvertiseKeys)
-            shares = run(Stage.SHARE_KEYS, server.receive_keys(keys), ShareKeysReply)
-            training = {sid: instructions[sid - 1].content for sid in range(1, len(nodes) + 1)}
-            extra = {
-                ARRAYS_KEY: self.arrayrecord_key,
-                WEIGHT_KEY: self.weighted_by_key,
-                METRICS_IN_CLEAR: self.metrics_in_clear,
-            }
-            run(
-                Stage.MASKED_INPUT,
-                server.receive_share_keys(shares),
-                MaskedInputReply,
-                base=training,
-                extra=extra,
-                on_reply=server.add_masked_input,
+            server = SecAggServer(
+                params, source=self.source, expected_length=ArrayLayout.of(arrays).size
             )
-            unmasks = run(Stage.UNMASK, server.receive_masked_inputs(), UnmaskReply)
-            result = server.receive_unmask(unmasks)
-        except SecAggAbort as err:
+            result = self._run_protocol(server, run, instructions)
+        except (SecAggAbort, SecAggError, ValueError) as err:
+            # SecAggAbort: the protocol's own stop; the others are a safety net, so that no
+            # input can end the run (they name what failed in the record and the log)
             record.aborted = str(err)
-            record.server_cpu_s = time.process_time() - cpu_start - run.wait_cpu
             log(
                 ERROR,
-                "SecAggPlus: round %d: %s; global model unchanged; failed replies: %s",
+                "SecAggPlus: round %d skipped: %s; global model unchanged; failed replies: %s",
                 server_round,
                 err,
-                record.errors[:5] or "none",
+                (record.errors + server_notes(server, nodes))[:5] or "none",
             )
             return None, None
+        finally:
+            record.errors.extend(server_notes(server, nodes))
+            record.server_cpu_s = time.process_time() - cpu_start - run.wait_cpu
+        self._record_result(record, result, nodes, params)
+        return self._aggregate(server_round, arrays, result, nodes, run)
+
+    def _run_protocol(
+        self, server: SecAggServer, run: StageExchange, instructions: list[Message]
+    ) -> AggregateResult:
+        """The four round trips (spec section 6); stage 3 carries the training instruction."""
+        keys = run(Stage.SETUP, server.setup_requests(), AdvertiseKeys)
+        shares = run(Stage.SHARE_KEYS, server.receive_keys(keys), ShareKeysReply)
+        training = {sid: msg.content for sid, msg in enumerate(instructions, start=1)}
+        extra = {
+            ARRAYS_KEY: self.arrayrecord_key,
+            WEIGHT_KEY: self.weighted_by_key,
+            METRICS_IN_CLEAR: self.metrics_in_clear,
+        }
+        run(
+            Stage.MASKED_INPUT,
+            server.receive_share_keys(shares),
+            MaskedInputReply,
+            base=training,
+            extra=extra,
+            on_reply=server.add_masked_input,
+        )
+        unmasks = run(Stage.UNMASK, server.receive_masked_inputs(), UnmaskReply)
+        return server.receive_unmask(unmasks)
+
+    @staticmethod
+    def _record_result(
+        record: SecAggRoundRecord, result: AggregateResult, nodes: list[int], params: SecAggParams
+    ) -> None:
         record.survivors = [nodes[sid - 1] for sid in result.survivors]
         record.dropped = {k: [nodes[s - 1] for s in v] for k, v in result.dropped.items()}
         record.clipped_fraction = {nodes[s - 1]: f for s, f in result.clipped_fraction.items()}
@@ -278,6 +286,19 @@ class SecAggPlus(Strategy):
                     100 * fraction,
                     params.c,
                 )
+
+    def _aggregate(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        result: AggregateResult,
+        nodes: list[int],
+        run: StageExchange,
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Hand the unmasked mean to the wrapped strategy as one reply weighted by the total
+        weight: FedAvg's weighted mean of it is itself, and FedOpt-style strategies apply
+        their server optimizer to it."""
+        layout = ArrayLayout.of(arrays)
         global_flat = layout.flatten(arrays).astype(np.float64)
         new_arrays = layout.unflatten(global_flat + result.mean)
         metrics = MetricRecord(
@@ -289,13 +310,9 @@ class SecAggPlus(Strategy):
             }
         )
         if self.metrics_in_clear and run.metrics:
-            clear = aggregate_metricrecords(run.metrics, self.weighted_by_key)
-            for key, value in clear.items():
+            for key, value in clear_metrics(run.metrics, self.weighted_by_key).items():
                 if key != self.weighted_by_key:
                     metrics[key] = value
-        record.server_cpu_s = time.process_time() - cpu_start - run.wait_cpu
-        # One reply carrying the aggregate: FedAvg's weighted mean of it is itself, and
-        # FedOpt-style strategies apply their server optimizer to it.
         synthetic = Message(
             content=RecordDict({self.arrayrecord_key: new_arrays, "metrics": metrics}),
             dst_node_id=0,
@@ -328,79 +345,3 @@ class SecAggPlus(Strategy):
             evaluate_fn=evaluate_fn,
             label="SECURE ROUND",
         )
-
-
-class _Exchange:
-    """One ``send_and_receive`` per stage: protocol messages in, parsed replies out.
-
-    Error replies, missing replies and unparsable ones are dropouts (recorded). The CPU time
-    spent waiting inside ``send_and_receive`` (an in-process simulation runs clients there)
-    is tracked so that the server's CPU time can exclude it.
-    """
-
-    def __init__(
-        self,
-        grid: Grid,
-        server_round: int,
-        nodes: list[int],
-        timeout: float,
-        record: SecAggRoundRecord,
-    ) -> None:
-        self.grid = grid
-        self.group = str(server_round)
-        self.nodes = nodes
-        self.sid_of = {node: sid for sid, node in enumerate(nodes, start=1)}
-        self.timeout = timeout
-        self.record = record
-        self.metrics: list[RecordDict] = []
-        self.wait_cpu = 0.0
-
-    def __call__(
-        self,
-        stage: Stage,
-        requests: Mapping[int, ProtocolMessage],
-        reply_type: type[ProtocolMessage],
-        *,
-        base: Mapping[int, RecordDict] | None = None,
-        extra: Mapping[str, Any] | None = None,
-        on_reply: Callable[[int, Any], None] | None = None,
-    ) -> dict[int, Any]:
-        messages = []
-        for sid, request in requests.items():
-            content = RecordDict(dict(base[sid].items())) if base else RecordDict()
-            content[RECORD_KEY] = ConfigRecord({**request.to_dict(), **(extra or {})})
-            messages.append(
-                Message(
-                    content=content,
-                    dst_node_id=self.nodes[sid - 1],
-                    message_type=MessageType.TRAIN,
-                    group_id=self.group,
-                )
-            )
-        start = time.process_time()
-        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
-        self.wait_cpu += time.process_time() - start
-        out: dict[int, Any] = {}
-        for reply in replies:
-            node = int(reply.metadata.src_node_id)
-            sid = self.sid_of.get(node)
-            if sid is None or sid not in requests:
-                continue
-            if reply.has_error():
-                self.record.errors.append((node, stage.label, str(reply.error.reason)))
-                continue
-            data = reply.content.config_records.get(RECORD_KEY)
-            try:
-                if data is None:
-                    raise SecAggError("reply has no secagg record")
-                parsed = reply_type.from_dict(dict(data))
-            except SecAggError as err:
-                self.record.errors.append((node, stage.label, str(err)))
-                continue
-            if on_reply is not None:
-                on_reply(sid, parsed)
-            else:
-                out[sid] = parsed
-            if reply.content.metric_records:
-                self.metrics.append(RecordDict(dict(reply.content.metric_records.items())))
-        return out

@@ -102,17 +102,27 @@ def test_resolution_of_fractions_defaults_and_modulus() -> None:
         SecAggConfig(modulus_range=2**24, max_weight=1).resolve(100)  # 100 * 2**22 > 2**24
 
 
+def test_suggest_parameters_matches_reference_values_where_the_floor_does_not_bind() -> None:
+    # reference values from the tests of Google's parameter finder (spec section 3): degree
+    # 78, t <= 60; t = 60 of k = 79 is above the floor k/2, so the search is unchanged
+    k, t = suggest_parameters(1000, 0.33, 0.05)
+    assert k == 78 + 1
+    assert 2 * t > k and t <= 60
+
+
 @pytest.mark.parametrize(
-    ("n", "gamma", "delta", "degree", "t_max"),
-    # reference values from the tests of Google's parameter finder (spec section 3)
-    [(1000, 0.05, 0.33, 72, 24), (10_000, 0.05, 0.33, 86, 29), (1000, 0.33, 0.05, 78, 60)],
+    ("n", "gamma", "delta", "degree"),
+    # Google's finder gives degree 72 (t <= 24) and 86 (t <= 29) here: thresholds far below
+    # k/2, which a server lying about dropouts could exploit. With the floor t > k/2 the same
+    # correctness target needs a denser graph.
+    [(1000, 0.05, 0.33, 72), (10_000, 0.05, 0.33, 86)],
 )
-def test_suggest_parameters_matches_reference_values(
-    n: int, gamma: float, delta: float, degree: int, t_max: int
+def test_suggest_parameters_raises_low_thresholds_to_the_floor(
+    n: int, gamma: float, delta: float, degree: int
 ) -> None:
     k, t = suggest_parameters(n, gamma, delta)
-    assert k == degree + 1
-    assert 2 <= t <= t_max
+    assert k > degree + 1 and k % 2 == 1
+    assert t == k // 2 + 1  # the floor binds
 
 
 def test_suggest_parameters_is_sparser_than_salvia_at_salvia_sizes() -> None:

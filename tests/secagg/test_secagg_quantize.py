@@ -44,12 +44,12 @@ def test_weighted_mean_error_is_at_most_half_a_step() -> None:
     p = _params()
     rng = np.random.default_rng(0)
     xs = rng.normal(0, 1.5, size=(4, 500))  # some entries beyond c = 2 are clipped
-    counts = [3, 10, 80, 7]  # 80 is capped at W = 50
+    counts = [3, 10, 50, 7]  # up to W = 50 (larger weights are refused, see below)
     total = sum(
         encode_input(x, e, p, None).vector.astype(np.uint64)
         for x, e in zip(xs, counts, strict=True)
     )
-    weights = np.array([3, 10, 50, 7])
+    weights = np.array(counts)
     expected = np.average(np.clip(xs, -2, 2), axis=0, weights=weights)
     mean = dequantize_mean(total, p)
     assert int(total[0]) == weights.sum()
@@ -80,13 +80,18 @@ def test_encode_input_layout_and_clipping_report() -> None:
     assert encoded.clipped_fraction == pytest.approx(2 / 6)
 
 
-def test_weights_are_capped_and_validated() -> None:
-    assert client_weight(12.9, 100) == 12
-    assert client_weight(5000, 1000) == 1000
+def test_weights_are_refused_not_capped_and_validated() -> None:
+    # one rule: an integer in [0, W] is used as is; anything else is refused (never capped)
+    assert client_weight(12.0, 100) == 12
+    assert client_weight(1000, 1000) == 1000
     assert client_weight(0, 1) == 0
-    with pytest.raises(ValueError, match="num_examples"):
+    with pytest.raises(ValueError, match="integer"):
+        client_weight(12.9, 100)
+    with pytest.raises(ValueError, match="exceeds max_weight"):
+        client_weight(5000, 1000)
+    with pytest.raises(ValueError, match=">= 0"):
         client_weight(-1, 10)
-    with pytest.raises(ValueError, match="num_examples"):
+    with pytest.raises(ValueError, match="finite"):
         client_weight(float("nan"), 10)
     with pytest.raises(ValueError, match="NaN"):
         quantize(np.array([np.nan]), 1.0, 4, None)

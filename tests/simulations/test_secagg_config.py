@@ -56,3 +56,13 @@ def test_secure_run_matches_plain_fedavg_accuracy() -> None:
     assert secure[-1]["test-acc"] > 0.8
     # The masked vectors are metered (packed integers, not float32 arrays).
     assert secure[-1]["bytes-received"] > 0
+
+
+def test_max_weight_below_a_clients_example_count_is_a_config_error() -> None:
+    """A secure client refuses a weight above max_weight (it would drop out of every round):
+    the runner says so before Ray starts, naming the field."""
+    from flower_suite.simulations.runner import prepare
+
+    config = load_config("digits_fedavg", ["num_clients=5", "secagg.max_weight=100"])
+    with pytest.raises(ConfigError, match=r"secagg.max_weight: 100 is below .* 288"):
+        prepare(config)
