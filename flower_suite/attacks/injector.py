@@ -59,14 +59,21 @@ def _partition(reply: Message) -> int | None:
     return int(info["partition-id"])
 
 
-def _round_of(message: Message) -> int:
+def round_of(message: Message) -> int:
+    """The server round a train instruction belongs to (its config, else its group id)."""
     config = message.content.config_records.get("config") if message.has_content() else None
     if config is not None and "server-round" in config:
         return int(config["server-round"])  # type: ignore[arg-type]
     try:
         return int(message.metadata.group_id)  # Flower sets group_id = str(server_round)
     except ValueError:
-        return 0
+        # Round 0 here would silently run the attack schedule (and its seeds) for the wrong
+        # round; a strategy that sends neither is not one the injector understands.
+        raise ValueError(
+            "cannot tell the server round of a train message: no "
+            f"'server-round' in its config and group_id {message.metadata.group_id!r} is not "
+            "a round number"
+        ) from None
 
 
 class ByzantineInjector(ForwardingGrid):
@@ -134,7 +141,7 @@ class ByzantineInjector(ForwardingGrid):
         ]
         if not usable:
             return
-        server_round = _round_of(sent[int(usable[0].metadata.src_node_id)])
+        server_round = round_of(sent[int(usable[0].metadata.src_node_id)])
         attackers, honest = [], []
         for reply in usable:
             partition = _partition(reply)
@@ -147,8 +154,10 @@ class ByzantineInjector(ForwardingGrid):
                 "round %d: no honest replies, %s not injected", server_round, self.attack.name
             )
             return
-        own, keys, received = self._updates(attackers, sent)
-        honest_updates = self._updates(honest, sent)[0] if honest else None
+        attackers, own, keys, received = self._updates(attackers, sent)
+        honest_updates = self._updates(honest, sent)[1] if honest else None
+        if own is None or (self.attack.needs_honest and honest_updates is None):
+            return
         generator = torch.Generator().manual_seed(
             client_seed(self.seed, server_round, _INJECTOR_STREAM)
         )
@@ -163,16 +172,24 @@ class ByzantineInjector(ForwardingGrid):
     @staticmethod
     def _updates(
         replies: list[Message], sent: dict[int, Message]
-    ) -> tuple[torch.Tensor, list[str], list[ArrayRecord]]:
-        """``(k, d)`` float64 updates (reply - received global), the keys, the received."""
-        rows, received, keys = [], [], None
+    ) -> tuple[list[Message], torch.Tensor | None, list[str], list[ArrayRecord]]:
+        """The readable replies, their ``(k, d)`` float64 updates (reply - received global),
+        the keys and the received models. A malformed reply is left alone (the strategy's
+        reply validator excludes it) instead of ending the round here."""
+        kept, rows, received, keys = [], [], [], None
         for reply in replies:
             base = sent[int(reply.metadata.src_node_id)].content.array_records["arrays"]
-            row, row_keys = flat_update(reply.content.array_records["arrays"], base)
+            try:
+                row, row_keys = flat_update(reply.content.array_records["arrays"], base)
+            except ValueError as err:
+                logger.warning("node %d: reply not readable (%s)", reply.metadata.src_node_id, err)
+                continue
             if keys is not None and row_keys != keys:
                 raise ValueError("replies of one round hold different models")
             keys = row_keys
+            kept.append(reply)
             rows.append(row)
             received.append(base)
-        assert keys is not None
-        return torch.from_numpy(np.stack(rows)), keys, received
+        if not rows or keys is None:
+            return [], None, [], []
+        return kept, torch.from_numpy(np.stack(rows)), keys, received

@@ -50,6 +50,7 @@ from flower_suite.clients.client_app import (
 )
 from flower_suite.data.dataset import ArrayDataset
 from flower_suite.training import TrainConfig, TrainResult
+from flower_suite.wire.array import ReplyError, read_array
 
 ATTACK_INFO_KEY = "attack-info"
 # context.state entries written by attack_context_mod.
@@ -73,15 +74,19 @@ def flat_update(reply: ArrayRecord, received: ArrayRecord) -> tuple[np.ndarray, 
 
     Integer buffers (BatchNorm counters) are not part of the attack and are left untouched.
     """
-    if list(reply.keys()) != list(received.keys()):
-        raise ValueError("reply arrays do not match the received arrays (names or order)")
+    if set(reply.keys()) != set(received.keys()):
+        raise ValueError("reply arrays do not match the received arrays (names)")
     keys = float_keys(received)
     parts = []
     for key in keys:
-        new, old = reply[key].numpy(), received[key].numpy()
-        if new.shape != old.shape:
-            raise ValueError(f"array {key!r}: reply shape {new.shape}, received {old.shape}")
-        parts.append((new.astype(np.float64) - old.astype(np.float64)).reshape(-1))
+        old = received[key]
+        shape, dtype = tuple(old.shape), np.dtype(old.dtype)
+        try:  # the reply validator's reader: header and byte count checked, no np.load
+            new = read_array(reply[key], shape=shape, dtype=dtype)
+            before = read_array(old, shape=shape, dtype=dtype)
+        except ReplyError as err:
+            raise ValueError(f"array {key!r}: {err}") from None
+        parts.append((new.astype(np.float64) - before.astype(np.float64)).reshape(-1))
     return (np.concatenate(parts) if parts else np.zeros(0)), keys
 
 
@@ -97,7 +102,8 @@ def apply_update(
             base = received[key].numpy()
             chunk = update[offset : offset + base.size].reshape(base.shape)
             offset += base.size
-            arrays[key] = Array(np.ascontiguousarray(base + chunk, dtype=base.dtype))
+            # np.array keeps a 0-d array 0-d (np.ascontiguousarray would make it shape (1,))
+            arrays[key] = Array(np.array(base + chunk, dtype=base.dtype, order="C"))
         else:
             arrays[key] = Array(reply[key].numpy().copy())
     if offset != update.size:

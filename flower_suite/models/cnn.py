@@ -7,20 +7,25 @@ from torch import nn
 
 
 class DigitsCNN(nn.Module):
-    """Two 3x3 convolutions (padding 1), one 2x2 max-pool, two linear layers; no BatchNorm.
+    """Two 3x3 convolutions (padding 1), one 2x2 max-pool, two linear layers.
 
     Sized for 1x8x8 input: conv 1->16, conv 16->32, pool to 32x4x4 = 512 features, fc 512->64,
-    fc 64->classes. No BatchNorm, so FedMA can match every layer.
+    fc 64->classes. No BatchNorm by default, so FedMA can match every layer; ``batch_norm=True``
+    adds a BatchNorm2d after each convolution (running statistics and the 0-d
+    ``num_batches_tracked`` counter travel with the model, as in ResNet-18).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16) -> None:
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, width: int = 16, batch_norm: bool = False
+    ) -> None:
         super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            conv: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1)]
+            return [*conv, nn.BatchNorm2d(c_out), nn.ReLU()] if batch_norm else [*conv, nn.ReLU()]
+
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
+            *block(in_channels, width), *block(width, 2 * width), nn.MaxPool2d(2)
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),

@@ -28,6 +28,7 @@ from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
 from flower_suite.attacks import FixedFrequency, sample_participants
+from flower_suite.attacks.injector import round_of
 from flower_suite.attacks.mods import flat_update
 from flower_suite.clients.client_app import CLIENT_INFO_KEY
 from flower_suite.forwarding_grid import ForwardingGrid
@@ -50,13 +51,6 @@ class RoundObservation:
 def _partition(reply: Message) -> int:
     info = reply.content.config_records.get(CLIENT_INFO_KEY)
     return int(info["partition-id"]) if info is not None and "partition-id" in info else -1
-
-
-def _round_of(message: Message) -> int:
-    config = message.content.config_records.get("config")
-    if config is not None and "server-round" in config:
-        return int(config["server-round"])  # type: ignore[arg-type]
-    return int(message.metadata.group_id or 0)
 
 
 class AttackGrid(ForwardingGrid):
@@ -100,7 +94,7 @@ class AttackGrid(ForwardingGrid):
             m for m in messages if m.metadata.message_type == MessageType.TRAIN and m.has_content()
         ]
         if train and self.schedule is not None:
-            messages = self.retarget(messages, _round_of(train[0]))
+            messages = self.retarget(messages, round_of(train[0]))
         replies = list(self.inner.send_and_receive(messages, timeout=timeout))
         if train:
             self.observe(messages, replies)
@@ -164,7 +158,7 @@ class AttackGrid(ForwardingGrid):
             ):
                 continue
             instruction = sent[node]
-            record = self.rounds.setdefault(_round_of(instruction), RoundObservation())
+            record = self.rounds.setdefault(round_of(instruction), RoundObservation())
             try:
                 update, _ = flat_update(
                     reply.content.array_records["arrays"],

@@ -11,17 +11,23 @@ Ray runner's wherever aggregation order is fixed (the runner sorts replies by pa
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookFactory
 from flower_suite.simulations.runner import prepare, simulation_client_app
 from flower_suite.simulations.server import RoundCallback, RunResult, server_main
+
+logger = logging.getLogger(__name__)
 
 # Node ids unlike partition ids, as in a real federation.
 _NODE_OFFSET = 7_001
@@ -66,7 +72,47 @@ class InProcessGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        return [self.app(msg, self.contexts[msg.metadata.dst_node_id]) for msg in messages]
+        """Each message's reply, as Flower's simulation engine gives them: a ClientApp that
+        raises yields an error reply, and the replies that are not in by ``timeout`` seconds
+        (for the whole call) are missing."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies = []
+        for msg in messages:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                logger.warning("node %d: no reply within the timeout", msg.metadata.dst_node_id)
+                continue
+            reply = self._deliver(msg, left)
+            if reply is not None:
+                replies.append(reply)
+        return replies
+
+    def _deliver(self, msg: Message, timeout: float | None) -> Message | None:
+        """The reply of the destination's ClientApp, an error reply if it raised, or None if
+        it did not answer within ``timeout`` seconds."""
+        context = self.contexts[msg.metadata.dst_node_id]
+        outcome: list[Message] = []
+
+        def call() -> None:
+            try:
+                outcome.append(self.app(msg, context))
+            except Exception as err:  # reported as an error reply, as Ray's engine does
+                logger.warning("node %d: ClientApp raised %r", msg.metadata.dst_node_id, err)
+                reason = f"{type(err)}:<'{err}'>"
+                error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason)
+                outcome.append(Message(error, reply_to=msg))
+
+        if timeout is None:
+            call()
+        else:
+            # A daemon thread: a ClientApp that never returns is left behind, not waited on.
+            worker = threading.Thread(target=call, daemon=True)
+            worker.start()
+            worker.join(timeout)
+        if not outcome:
+            logger.warning("node %d: no reply within the timeout", msg.metadata.dst_node_id)
+            return None
+        return outcome[0]
 
 
 def run_in_process(
@@ -75,15 +121,17 @@ def run_in_process(
     hooks: Sequence[HookFactory] = DEFAULT_HOOKS,
     on_round: RoundCallback | None = None,
     quiet: bool = True,
+    client_mods: Sequence[Mod] = (),
 ) -> RunResult:
     """Run ``config`` like ``run_experiment(config, record=False)``, without Ray.
 
-    ``quiet`` lowers Flower's per-round INFO logs to warnings, as the runner does.
+    ``quiet`` lowers Flower's per-round INFO logs to warnings, as the runner does;
+    ``client_mods`` wrap every client, as ``run_experiment``'s.
     """
     from flwr.supercore.task_identity import TaskIdentity
 
     task = prepare(config)
-    grid = InProcessGrid(simulation_client_app(task), config.num_clients)
+    grid = InProcessGrid(simulation_client_app(task, client_mods), config.num_clients)
     # Flower stamps message ids from a task identity that only a real run sets up.
     saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1

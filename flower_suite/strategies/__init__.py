@@ -5,6 +5,9 @@ Robust strategies keep Flower's names, so switching is one import::
     from flower_suite.strategies import Krum   # instead of flwr.serverapp.strategy
     strategy = Krum(fraction_train=0.5, num_malicious_nodes=2)
 
+``FedAvg`` and ``FedProx`` are Flower's algorithms behind the same reply validator as the
+robust rules (a NaN or malformed reply is excluded, not averaged in).
+
 Registered names (``strategy.name`` in experiment configs): fedavg, fedprox, krum, multikrum,
 bulyan, fedmedian, fedtrimmedavg, geometric_median (alias rfa), signsgd, centeredclipping,
 detox; backdoor defenses normclipping (alias ndc), weakdp, flame, foolsgold, crfl; fedma
@@ -17,11 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flwr.serverapp.strategy import FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from flower_suite.registry import Registry
 from flower_suite.strategies.defenses import CRFL, FLAME, FoolsGold, NormClipping, WeakDP
 from flower_suite.strategies.detox import DETOX
+from flower_suite.strategies.fedavg import FedAvg, FedProx
 from flower_suite.strategies.fedma import FedMA
 from flower_suite.strategies.legacy import LegacyRobust
 from flower_suite.strategies.robust import RobustFedAvg, RoundRecord
@@ -88,8 +92,10 @@ __all__ = [
     "STRATEGIES",
     "Bulyan",
     "CenteredClipping",
+    "FedAvg",
     "FedMA",
     "FedMedian",
+    "FedProx",
     "FedTrimmedAvg",
     "FoolsGold",
     "GeometricMedian",

@@ -1,23 +1,48 @@
-"""Decode client replies once, straight into one preallocated (n, d) update buffer.
+"""The one reply validator: every strategy that reads client replies decodes them here.
 
-Every array of every reply is read from its ``.npy`` bytes with ``np.frombuffer`` (no
-``np.load`` round trip, no per-reply ``gc.collect()``) and copied once into its row. Each
-reply is validated on its own: a reply with missing or extra arrays, wrong shapes, a dtype
-other than the global model's, NaN/Inf values or a bad weight is excluded with a reason, and
-never poisons the others.
+A reply is a claim by a client. Each is checked on its own, before anything is read, and either
+decoded whole into its row of one preallocated ``(n, d)`` update buffer or excluded with a
+reason; one bad reply never costs the others, and no row is ever partially filled:
+
+- structure: no error, exactly one ArrayRecord under ``arrayrecord_key``, exactly one
+  MetricRecord holding a finite positive number under ``weighted_by_key``; a node id already
+  seen this round is excluded after its first reply;
+- arrays: the same *set* of names as the global model (any order), each with ``stype``
+  ``numpy.ndarray`` and the global model's shape and dtype in its metadata *and* in its
+  ``.npy`` header, and exactly that many bytes (:func:`flower_suite.wire.read_npy`);
+- values: finite;
+- weights: screened as a set (:func:`flower_suite.aggregation.weights.screen_weights`).
+
+Arrays are read with ``np.frombuffer`` (no ``np.load`` round trip, no per-reply ``gc.collect``)
+and copied once into their row.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from logging import WARNING
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message
+from flwr.common.logger import log
 
-_NPY = "numpy.ndarray"
+from flower_suite.aggregation.weights import screen_weights
+from flower_suite.wire.array import NPY_STYPE, ReplyError, read_array
+
+__all__ = [
+    "NPY_STYPE",
+    "ArrayLayout",
+    "DecodedReplies",
+    "ReplyError",
+    "decode_replies",
+    "node_ids_of",
+    "read_array",
+    "reply_arrays",
+    "reply_weight",
+    "screen_messages",
+]
 
 
 @dataclass(frozen=True)
@@ -47,15 +72,34 @@ class ArrayLayout:
         return np.dtype(np.float64) if np.dtype(np.float64) in self.dtypes else np.dtype(np.float32)
 
     def flatten(self, record: ArrayRecord, out: np.ndarray | None = None) -> np.ndarray:
-        """The record's arrays concatenated in layout order (validated by the caller)."""
+        """The record's arrays concatenated in layout order, each read strictly.
+
+        The record must hold exactly the layout's names (in any order). Raises
+        :class:`ReplyError` before writing anything into ``out`` if it does not; a bad array
+        found later leaves ``out`` partly written, so callers discard ``out`` on error.
+        """
+        if set(record.keys()) != set(self.keys):
+            missing = sorted(set(self.keys) - set(record.keys()))
+            extra = sorted(set(record.keys()) - set(self.keys))
+            raise ReplyError(
+                f"array names differ from the global model: missing {missing}, extra {extra}"
+            )
         out = np.empty(self.size, self.buffer_dtype) if out is None else out
-        for key, offset in zip(self.keys, self.offsets, strict=True):
-            values = array_values(record[key])
+        for key, shape, dtype, offset in zip(
+            self.keys, self.shapes, self.dtypes, self.offsets, strict=True
+        ):
+            try:
+                values = read_array(record[key], shape=shape, dtype=dtype)
+            except ReplyError as err:
+                raise ReplyError(f"array {key!r}: {err}") from None
             out[offset : offset + values.size] = values.reshape(-1)
         return out
 
     def unflatten(self, flat: np.ndarray) -> ArrayRecord:
-        """A flat vector back to named arrays of the original shapes and dtypes."""
+        """A flat vector back to named arrays of the original shapes (0-d included) and dtypes.
+
+        Raises ``ValueError`` when an integer array's values do not fit its dtype (a cast
+        would silently wrap them)."""
         arrays = {}
         for key, offset, shape, dtype in zip(
             self.keys, self.offsets, self.shapes, self.dtypes, strict=True
@@ -64,97 +108,127 @@ class ArrayLayout:
             chunk = flat[offset : offset + size].reshape(shape)
             if not np.issubdtype(dtype, np.floating):
                 chunk = np.rint(chunk)  # integer buffers (e.g. BatchNorm step counts)
-            arrays[key] = Array(np.ascontiguousarray(chunk, dtype=dtype))
+                info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+                if (
+                    info is not None
+                    and chunk.size
+                    and not (info.min <= chunk.min() and chunk.max() <= info.max)
+                ):
+                    raise ValueError(f"aggregate of {key!r} does not fit {dtype}")
+            # np.array keeps 0-d arrays 0-d; np.ascontiguousarray would make them shape (1,).
+            arrays[key] = Array(np.array(chunk, dtype=dtype, order="C"))
         return ArrayRecord(arrays)
-
-
-def array_values(array: Array) -> np.ndarray:
-    """A read-only view of the array's values, parsed from its ``.npy`` bytes without a copy."""
-    if array.stype != _NPY:
-        return array.numpy()
-    stream = io.BytesIO(array.data)
-    major, _ = np.lib.format.read_magic(stream)
-    read_header = (
-        np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-    )
-    shape, fortran, dtype = read_header(stream)
-    count = int(np.prod(shape, dtype=np.int64))
-    values = np.frombuffer(array.data, dtype=dtype, count=count, offset=stream.tell())
-    return values.reshape(shape, order="F" if fortran else "C")
 
 
 @dataclass
 class DecodedReplies:
     """Updates of the accepted replies, their weights and node ids, and what was rejected."""
 
-    updates: torch.Tensor  # (n, d): reply - global, in the layout's buffer dtype
-    weights: torch.Tensor  # (n,) float64
+    updates: torch.Tensor  # (n, d): reply - reference, in the layout's buffer dtype
+    weights: torch.Tensor  # (n,) float64, screened, summing to 1
     node_ids: list[int]
     accepted: list[Message]
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    capped: list[int] = field(default_factory=list)  # node ids whose weight was capped
 
 
-def _check_reply(
-    msg: Message, layout: ArrayLayout, arrayrecord_key: str, weighted_by_key: str
-) -> str | None:
-    """Why the reply cannot be aggregated, or None if it can."""
-    content = msg.content
-    if len(content.array_records) != 1 or arrayrecord_key not in content.array_records:
-        return f"expected exactly one ArrayRecord under {arrayrecord_key!r}"
-    if len(content.metric_records) != 1:
-        return "expected exactly one MetricRecord"
-    record = content.array_records[arrayrecord_key]
-    if tuple(record.keys()) != layout.keys:
-        missing = sorted(set(layout.keys) - set(record.keys()))
-        extra = sorted(set(record.keys()) - set(layout.keys))
-        return f"array names differ from the global model (missing {missing}, extra {extra})"
-    for key, shape, dtype in zip(layout.keys, layout.shapes, layout.dtypes, strict=True):
-        array = record[key]
-        if tuple(array.shape) != shape:
-            return f"array {key!r} has shape {tuple(array.shape)}, expected {shape}"
-        if np.dtype(array.dtype) != dtype:
-            return f"array {key!r} has dtype {array.dtype}, expected {dtype}"
-    metrics = next(iter(content.metric_records.values()))
-    weight = metrics.get(weighted_by_key)
+def node_ids_of(replies: Sequence[Message]) -> list[int]:
+    """Each reply's source node id.
+
+    Flower always sets an integer ``src_node_id``; a reply without one (the mock replies of
+    Flower's own strategy unit tests) is identified by its position instead, as -1, -2, ...,
+    which no real node id can be.
+    """
+    ids = []
+    for position, msg in enumerate(replies):
+        node = getattr(getattr(msg, "metadata", None), "src_node_id", None)
+        valid = isinstance(node, int | np.integer) and not isinstance(node, bool)
+        ids.append(int(node) if valid else -(position + 1))  # type: ignore[arg-type]
+    return ids
+
+
+def screen_messages(
+    replies: Sequence[Message],
+) -> tuple[list[tuple[int, Message]], list[tuple[int, str]]]:
+    """(node id, reply) for replies without an error, at most one per node id (the first);
+    the others with the reason they were dropped."""
+    kept, rejected, seen = [], [], set()
+    for node, msg in zip(node_ids_of(replies), replies, strict=True):
+        if msg.has_error():
+            rejected.append((node, f"error reply: {msg.error.reason}"))
+        elif node in seen:
+            rejected.append((node, "duplicate reply from the same node id this round"))
+        else:
+            seen.add(node)
+            kept.append((node, msg))
+    return kept, rejected
+
+
+def reply_weight(msg: Message, weighted_by_key: str) -> float:
+    """The reply's finite, positive ``weighted_by_key`` metric. Raises :class:`ReplyError`."""
+    records = msg.content.metric_records
+    if len(records) != 1:
+        raise ReplyError(f"expected exactly one MetricRecord, found {len(records)}")
+    weight = next(iter(records.values())).get(weighted_by_key)
     if isinstance(weight, bool) or not isinstance(weight, int | float):
-        return f"metric {weighted_by_key!r} missing or not a number"
+        raise ReplyError(f"metric {weighted_by_key!r} missing or not a number")
     if not np.isfinite(weight) or weight <= 0:
-        return f"metric {weighted_by_key!r} is {weight}, expected a finite value > 0"
-    return None
+        raise ReplyError(f"metric {weighted_by_key!r} is {weight}, expected a finite value > 0")
+    return float(weight)
+
+
+def reply_arrays(msg: Message, arrayrecord_key: str) -> ArrayRecord:
+    """The reply's single ArrayRecord, which must sit under ``arrayrecord_key``."""
+    records = msg.content.array_records
+    if len(records) != 1 or arrayrecord_key not in records:
+        raise ReplyError(f"expected exactly one ArrayRecord under {arrayrecord_key!r}")
+    return records[arrayrecord_key]
 
 
 def decode_replies(
     replies: Sequence[Message],
-    global_flat: np.ndarray,
+    reference: np.ndarray | None,
     layout: ArrayLayout,
     *,
     arrayrecord_key: str = "arrays",
     weighted_by_key: str = "num-examples",
+    weight_cap: float | None = None,
 ) -> DecodedReplies:
-    """Validate and decode ``replies`` into one (n, d) tensor of updates (reply - global)."""
-    buffer = np.empty((len(replies), layout.size), dtype=layout.buffer_dtype)
-    rows, weights, node_ids, accepted, rejected = 0, [], [], [], []
-    for msg in replies:
-        node = int(msg.metadata.src_node_id)
-        reason = _check_reply(msg, layout, arrayrecord_key, weighted_by_key)
-        if reason is None:
-            row = buffer[rows]
-            layout.flatten(msg.content.array_records[arrayrecord_key], out=row)
+    """Validate and decode ``replies`` into one (n, d) tensor of ``reply - reference``.
+
+    ``reference`` is the flat global model the replies were trained from (None: raw models).
+    ``weight_cap``: a reply's weight is capped at this multiple of the round's median weight
+    (None: no cap). Error replies and repeated node ids are excluded too.
+    """
+    messages, rejected = screen_messages(replies)
+    buffer = np.empty((len(messages), layout.size), dtype=layout.buffer_dtype)
+    rows, raw_weights, node_ids, accepted = 0, [], [], []
+    for node, msg in messages:
+        try:
+            weight = reply_weight(msg, weighted_by_key)
+            row = layout.flatten(reply_arrays(msg, arrayrecord_key), out=buffer[rows])
             if not np.isfinite(row).all():
-                reason = "update contains NaN or Inf"
-        if reason is not None:
-            rejected.append((node, reason))
-            continue
-        np.subtract(row, global_flat, out=row)
-        metrics = next(iter(msg.content.metric_records.values()))
-        weights.append(float(metrics[weighted_by_key]))
+                raise ReplyError("update contains NaN or Inf")
+            if reference is not None:
+                np.subtract(row, reference, out=row)
+                if not np.isfinite(row).all():  # finite values whose difference overflows
+                    raise ReplyError("update overflows the buffer dtype")
+        except ReplyError as err:
+            rejected.append((node, str(err)))
+            continue  # the next reply overwrites this row
+        raw_weights.append(weight)
         node_ids.append(node)
         accepted.append(msg)
         rows += 1
+    screened = screen_weights(raw_weights, cap=weight_cap)
+    capped = [node_ids[i] for i in screened.capped]
+    for node in capped:
+        log(WARNING, "weight of node %d capped at %s x the median weight", node, weight_cap)
     return DecodedReplies(
         updates=torch.from_numpy(buffer[:rows]),
-        weights=torch.tensor(weights, dtype=torch.float64),
+        weights=torch.from_numpy(screened.weights),
         node_ids=node_ids,
         accepted=accepted,
         rejected=rejected,
+        capped=capped,
     )

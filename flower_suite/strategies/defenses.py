@@ -23,6 +23,7 @@ import torch
 from flwr.app import ArrayRecord, Message
 
 from flower_suite.aggregation.base import AggregationResult
+from flower_suite.aggregation.requirements import check_rule_params, min_inputs
 from flower_suite.defenses.clipping import bind_rule, check_positive, norm_clipping
 from flower_suite.defenses.flame import MIN_CLIENTS, flame
 from flower_suite.defenses.foolsgold import (
@@ -40,22 +41,14 @@ BATCHNORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 def inner_min_replies(name: str, kwargs: Mapping[str, Any]) -> int:
     """Fewest updates the named ``AGGREGATORS`` rule accepts with ``kwargs``."""
-    key = name.strip().lower().replace("-", "_")
-    f = int(kwargs.get("num_malicious_nodes", 0))
-    if key in ("krum", "multi_krum"):
-        return 2 * f + 3
-    if key == "bulyan":
-        return 4 * f + 3
-    if key == "trimmed_mean":
-        beta, n = float(kwargs.get("beta", 0.0)), 1
-        while 2 * int(beta * n) >= n:
-            n += 1
-        return n
-    return 1
+    return min_inputs(name, kwargs) if isinstance(name, str) else 1
 
 
 class _DefenseBase(RobustFedAvg):
     """Keeps the round's array layout and flat global model for rules that need them."""
+
+    # Clipping norms, cosine similarities and histories are measured on true updates.
+    needs_sent_model = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,10 +56,11 @@ class _DefenseBase(RobustFedAvg):
         self._global_flat: np.ndarray | None = None
 
     def robust_step(
-        self, server_round: int, replies: Sequence[Message], global_arrays: ArrayRecord
-    ) -> tuple[ArrayRecord | None, DecodedReplies]:
-        self._layout = ArrayLayout.of(global_arrays)
-        self._global_flat = self._layout.flatten(global_arrays)
+        self, server_round: int, replies: Sequence[Message], global_arrays: ArrayRecord | None
+    ) -> tuple[ArrayRecord | None, DecodedReplies | None]:
+        if global_arrays is not None:
+            self._layout = ArrayLayout.of(global_arrays)
+            self._global_flat = self._layout.flatten(global_arrays)
         return super().robust_step(server_round, replies, global_arrays)
 
     def _column_mask(self, exclude_suffixes: Sequence[str]) -> torch.Tensor | None:
@@ -99,6 +93,8 @@ class _ComposedDefense(_DefenseBase):
         super().__init__(*args, **kwargs)
         self.aggregation = aggregation
         self.aggregation_kwargs = dict(aggregation_kwargs or {})
+        if isinstance(aggregation, str):
+            check_rule_params(aggregation, self.aggregation_kwargs, owner=self.rule_name)
         self._inner = bind_rule(aggregation, self.aggregation_kwargs)  # checks name and kwargs
 
     def min_replies(self) -> int:

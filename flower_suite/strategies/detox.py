@@ -64,6 +64,7 @@ class DETOX(RobustFedAvg):
     """
 
     rule_name = "DETOX"
+    needs_sent_model = True  # node groups are assigned in configure_train
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from flower_suite.matching.layerwise import (
     popular_assignment,
 )
 from flower_suite.matching.permutation import LayerSpec, num_units, reconstruct_local
+from flower_suite.strategies.decoding import ReplyError, read_array, screen_messages
 
 __all__ = [
     "FedMAConfig",
@@ -217,46 +218,73 @@ class FedMAPass:
     def accept(self, step: int, replies: Sequence[Message]) -> list[RecordDict]:
         """Check and store the clients' layer ``step``; return the contents in client order.
 
-        Clients that failed or sent a malformed reply leave the pass.
+        Clients that failed or sent a malformed reply leave the pass (logged).
         """
         names = layer_tensor_names(self.layers[step])
-        n_classes = self.template_shapes[self.layers[-1].weight][0]
         good: dict[int, RecordDict] = {}
-        for msg in replies:
-            node = int(msg.metadata.src_node_id)
-            content = msg.content
-            problem = self._problem(node, content, names, n_classes)
-            if problem:
-                log(WARNING, "FedMA: dropping node %d from the pass: %s", node, problem)
+        kept, rejected = screen_messages(replies)
+        for node, msg in kept:
+            try:
+                uploads, counts = self._read_reply(node, msg.content, names)
+            except ReplyError as err:
+                rejected.append((node, str(err)))
                 continue
-            info = content.config_records.get(CLIENT_INFO_KEY)
+            info = msg.content.config_records.get(CLIENT_INFO_KEY)
             if info is not None and "partition-id" in info:
                 self.partitions[node] = int(info["partition-id"])
-            fedma_info = content.config_records[FEDMA_INFO_KEY]
-            counts = np.asarray(fedma_info["class-counts"], dtype=np.float64)
             self.class_counts[node] = counts
-            record = content["arrays"]
-            self.uploads[node] = {name: record[name].numpy() for name in names}
-            good[node] = content
+            self.uploads[node] = uploads
+            good[node] = msg.content
+        for node, reason in rejected:
+            log(WARNING, "FedMA: dropping node %d from the pass: %s", node, reason)
         self.nodes = self._ordered(good)
         for node in list(self.pass_assign):
             if node not in good:
                 del self.pass_assign[node]
         return [good[node] for node in self.nodes]
 
-    def _problem(self, node: int, content: RecordDict, names: list[str], n_classes: int) -> str:
+    def _read_reply(
+        self, node: int, content: RecordDict, names: list[str]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The layer tensors and class counts of one reply, read strictly (ReplyError)."""
         if node not in self.nodes:
-            return "not part of this pass"
+            raise ReplyError("not part of this pass")
         if "arrays" not in content.array_records or "metrics" not in content.metric_records:
-            return "reply lacks 'arrays' or 'metrics'"
-        if sorted(content["arrays"]) != sorted(names):
-            return f"expected arrays {names}, got {sorted(content['arrays'])}"
+            raise ReplyError("reply lacks 'arrays' or 'metrics'")
+        record = content["arrays"]
+        if sorted(record) != sorted(names):
+            raise ReplyError(f"expected arrays {names}, got {sorted(record)}")
+        n_classes = self.template_shapes[self.layers[-1].weight][0]
         info = content.config_records.get(FEDMA_INFO_KEY)
-        if info is None or "class-counts" not in info:
-            return f"reply lacks '{FEDMA_INFO_KEY}' class counts"
-        if len(info["class-counts"]) != n_classes:  # type: ignore[arg-type]
-            return f"class-counts has {len(info['class-counts'])} entries, not {n_classes}"  # type: ignore[arg-type]
-        return ""
+        raw_counts = None if info is None else info.get("class-counts")
+        if not isinstance(raw_counts, list) or len(raw_counts) != n_classes:
+            raise ReplyError(f"reply lacks '{FEDMA_INFO_KEY}' class counts for {n_classes} classes")
+        counts = np.asarray(raw_counts, dtype=np.float64)
+        if not np.isfinite(counts).all() or (counts < 0).any():
+            raise ReplyError("class counts must be finite and >= 0")
+        return {name: self._read_tensor(name, record[name]) for name in names}, counts
+
+    def _read_tensor(self, name: str, array: Array) -> np.ndarray:
+        """A client's layer tensor: floating, finite, the template's rank and kernel size, not
+        absurdly wide; its ``.npy`` bytes checked against its own metadata."""
+        template = tuple(self.template_shapes[name])
+        shape = tuple(array.shape)
+        if len(shape) != len(template) or shape[2:] != template[2:]:
+            raise ReplyError(f"array {name!r} has shape {shape}, template {template}")
+        # A generous bound (LSTM gates stack 4 x units in dim 0) that stops absurd uploads.
+        limit = 4 * max(template[0] if template else 1, self.config.max_units)
+        if shape and shape[0] > limit:
+            raise ReplyError(f"array {name!r} has {shape[0]} rows, more than {limit}")
+        try:
+            dtype = np.dtype(array.dtype)
+        except (TypeError, ValueError):
+            raise ReplyError(f"array {name!r} has unknown dtype {array.dtype!r}") from None
+        if not np.issubdtype(dtype, np.floating):
+            raise ReplyError(f"array {name!r} has dtype {dtype}, expected floating point")
+        values = read_array(array, shape=shape, dtype=dtype)
+        if not np.isfinite(values).all():
+            raise ReplyError(f"array {name!r} contains NaN or Inf")
+        return np.array(values)
 
     # ------------------------------------------------------------------ aggregation
     def match(self, step: int) -> None:

@@ -23,7 +23,9 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg as LegacyFedAvg
 
+from flower_suite.strategies.decoding import NPY_STYPE
 from flower_suite.strategies.robust import RobustFedAvg, RoundRecord
+from flower_suite.wire import NpyFormatError, read_npy_header
 
 
 class LegacyRobust(LegacyFedAvg):
@@ -55,46 +57,91 @@ class LegacyRobust(LegacyFedAvg):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         if not results or (failures and not self.accept_failures):
             return None, {}
-        if self._sent is None:
-            raise RuntimeError("LegacyRobust: aggregate_fit before configure_fit")
-        sent = [np.asarray(a) for a in self._sent]
-        global_record = ArrayRecord({str(i): Array(a) for i, a in enumerate(sent)})
+        robust = self.robust
+        global_record = None
+        if self._sent is not None:
+            global_record = ArrayRecord({str(i): Array(a) for i, a in enumerate(self._sent)})
         # Legacy results as minimal Messages, so the same validation and decoding apply.
         replies = [
             _LegacyReply(
                 int(proxy.cid) if str(proxy.cid).isdigit() else i,
-                parameters_to_ndarrays(res.parameters),
+                _legacy_arrays(res.parameters, self._sent),
                 res.num_examples,
+                arrayrecord_key=robust.arrayrecord_key,
+                weighted_by_key=robust.weighted_by_key,
             )
             for i, (proxy, res) in enumerate(results)
         ]
-        new_record, batch = self.robust.robust_step(server_round, replies, global_record)  # type: ignore[arg-type]
-        if new_record is None:
+        new_record, batch = robust.robust_step(server_round, replies, global_record)  # type: ignore[arg-type]
+        if new_record is None or batch is None:
             return None, {}
-        arrays = [new_record[str(i)].numpy() for i in range(len(sent))]
+        arrays = [new_record[key].numpy() for key in new_record]
         metrics: dict[str, Scalar] = {"rejected-results": len(batch.rejected)}
         if self.fit_metrics_aggregation_fn is not None:
-            kept = set(batch.node_ids)
-            accepted = [
+            chosen = set(robust.records[server_round].selected) or set(batch.node_ids)
+            selected = [
                 (res.num_examples, res.metrics)
                 for reply, (_, res) in zip(replies, results, strict=True)
-                if reply.metadata.src_node_id in kept
+                if reply.metadata.src_node_id in chosen
             ]
-            metrics.update(self.fit_metrics_aggregation_fn(accepted))
+            metrics.update(self.fit_metrics_aggregation_fn(selected))
         return ndarrays_to_parameters(arrays), metrics
+
+
+def _legacy_arrays(parameters: Parameters, sent: list[np.ndarray] | None) -> dict[str, Array]:
+    """A legacy result's tensors as Arrays, still unparsed (the reply validator reads them).
+
+    Each Array's metadata is what the server expects (the sent array's dtype and shape), or,
+    without a sent model, what the tensor's own header declares; a tensor that is not
+    ``.npy`` gets metadata no layout can match, so its reply is excluded, not parsed.
+    """
+    arrays = {}
+    for i, tensor in enumerate(parameters.tensors):
+        if sent is not None and i < len(sent):
+            dtype, shape = str(sent[i].dtype), tuple(sent[i].shape)
+        else:
+            try:
+                header = read_npy_header(tensor)
+                dtype, shape = str(header.dtype), header.shape
+            except NpyFormatError:
+                dtype, shape = "not-npy", ()
+        data = tensor if isinstance(tensor, bytes) else b""
+        arrays[str(i)] = Array(dtype=dtype, shape=shape, stype=NPY_STYPE, data=data)
+    return arrays
 
 
 class _LegacyReply:
     """Just enough of a Message for ``decode_replies``: content, metadata, weight."""
 
-    def __init__(self, node_id: int, arrays: list[np.ndarray], num_examples: int) -> None:
+    def __init__(
+        self,
+        node_id: int,
+        arrays: dict[str, Array],
+        num_examples: object,
+        *,
+        arrayrecord_key: str,
+        weighted_by_key: str,
+    ) -> None:
         self.metadata = _Meta(node_id)
         self.content = RecordDict(
             {
-                "arrays": ArrayRecord({str(i): Array(np.asarray(a)) for i, a in enumerate(arrays)}),
-                "metrics": MetricRecord({"num-examples": int(num_examples)}),
+                arrayrecord_key: ArrayRecord(arrays),  # type: ignore[arg-type]
+                "metrics": MetricRecord({weighted_by_key: _as_weight(num_examples)}),
             }
         )
+
+    def has_error(self) -> bool:
+        return False
+
+
+def _as_weight(value: object) -> float:
+    """The reported example count as a float; NaN (rejected later) if it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return float("nan")
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")
 
 
 class _Meta:

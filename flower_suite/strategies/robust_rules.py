@@ -8,7 +8,8 @@ instead of failing the round, and records the selected node ids per round.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -18,67 +19,96 @@ from flower_suite.aggregation.bulyan import bulyan
 from flower_suite.aggregation.clipping import centered_clipping
 from flower_suite.aggregation.coordinate import coordinate_median, trimmed_mean
 from flower_suite.aggregation.geometric_median import geometric_median
-from flower_suite.aggregation.krum import krum, multi_krum
+from flower_suite.aggregation.krum import multi_krum
+from flower_suite.aggregation.requirements import (
+    bulyan_min_inputs,
+    check_beta,
+    check_count,
+    check_rule_params,
+    krum_min_inputs,
+    trimmed_mean_min_inputs,
+)
 from flower_suite.aggregation.sign import sign_majority
-from flower_suite.strategies.robust import RobustFedAvg
+from flower_suite.strategies.robust import DEFAULT_WEIGHT_CAP, MetricsAggr, RobustFedAvg
 
 
-def _check_f(name: str, f: int) -> None:
-    if not isinstance(f, int) or f < 0:
-        raise ValueError(f"{name}: num_malicious_nodes must be an integer >= 0, not {f!r}")
+class MultiKrum(RobustFedAvg):
+    """Multi-Krum (Blanchard et al., NeurIPS 2017): the weighted mean of the
+    ``num_nodes_to_select`` updates with the lowest Krum scores, a score being the sum of
+    squared distances to the ``num_neighbours`` nearest other updates.
 
+    Flower's positional order: FedAvg's first five arguments, ``num_malicious_nodes``,
+    ``num_nodes_to_select``, then FedAvg's remaining five.
 
-class Krum(RobustFedAvg):
-    """Krum (Blanchard et al., NeurIPS 2017): the update with the smallest sum of squared
-    distances to its ``n - f - 2`` nearest neighbours. Needs ``n >= 2f + 3`` replies.
-
-    Parameters (after FedAvg's): ``num_malicious_nodes`` (f), ``num_neighbours`` (default
-    ``n - f - 2``; ByzFL and FLPoison use ``n - f - 1``).
+    Parameters
+    ----------
+    num_malicious_nodes : int (default: 0)
+        f, the Byzantine replies tolerated; needs ``n >= 2f + 3`` valid replies.
+    num_nodes_to_select : int | None (default: None)
+        m; None means ``n - f`` (the paper; **Flower's default is 1**, i.e. Krum).
+    num_neighbours : int | None (keyword-only, default: None)
+        k; None means ``n - f - 2`` (Blanchard et al., Flower; ByzFL uses ``n - f - 1``).
+    weight_cap : float | None (keyword-only, default: 10.0)
+        A reply's weight in the mean is capped at this multiple of the median weight.
     """
-
-    rule_name = "Krum"
-
-    def __init__(
-        self,
-        *args: Any,
-        num_malicious_nodes: int = 0,
-        num_neighbours: int | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        _check_f(self.rule_name, num_malicious_nodes)
-        self.num_malicious_nodes = num_malicious_nodes
-        self.num_neighbours = num_neighbours
-
-    def min_replies(self) -> int:
-        return 2 * self.num_malicious_nodes + 3
-
-    def settings(self) -> dict[str, object]:
-        return {"f": self.num_malicious_nodes, "neighbours": self.num_neighbours or "n-f-2"}
-
-    def rule(
-        self, updates: torch.Tensor, weights: torch.Tensor, node_ids: Sequence[int]
-    ) -> AggregationResult:
-        return krum(
-            updates,
-            weights,
-            num_malicious_nodes=self.num_malicious_nodes,
-            num_neighbours=self.num_neighbours,
-        )
-
-
-class MultiKrum(Krum):
-    """Multi-Krum: the weighted mean of the ``num_nodes_to_select`` (default ``n - f``)
-    updates with the lowest Krum scores. Needs ``n >= 2f + 3`` replies."""
 
     rule_name = "MultiKrum"
 
-    def __init__(self, *args: Any, num_nodes_to_select: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        num_malicious_nodes: int = 0,
+        num_nodes_to_select: int | None = None,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        *,
+        num_neighbours: int | None = None,
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
+    ) -> None:
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            weight_cap=weight_cap,
+        )
+        check_rule_params(
+            "multi_krum",
+            {
+                "num_malicious_nodes": num_malicious_nodes,
+                "num_nodes_to_select": num_nodes_to_select,
+                "num_neighbours": num_neighbours,
+            },
+            owner=self.rule_name,
+        )
+        self.num_malicious_nodes = num_malicious_nodes
         self.num_nodes_to_select = num_nodes_to_select
+        self.num_neighbours = num_neighbours
+
+    def min_replies(self) -> int:
+        return krum_min_inputs(
+            self.num_malicious_nodes, self.num_nodes_to_select, self.num_neighbours
+        )
 
     def settings(self) -> dict[str, object]:
-        return {**super().settings(), "m": self.num_nodes_to_select or "n-f"}
+        return {
+            "f": self.num_malicious_nodes,
+            "m": self.num_nodes_to_select or "n-f",
+            "neighbours": self.num_neighbours or "n-f-2",
+        }
 
     def rule(
         self, updates: torch.Tensor, weights: torch.Tensor, node_ids: Sequence[int]
@@ -92,25 +122,115 @@ class MultiKrum(Krum):
         )
 
 
+class Krum(MultiKrum):
+    """Krum (Blanchard et al., NeurIPS 2017): Multi-Krum with ``num_nodes_to_select = 1``, the
+    single update closest to its ``num_neighbours`` nearest neighbours (as in Flower, one code
+    path). Needs ``n >= 2f + 3`` replies.
+
+    Flower's positional order: FedAvg's first five arguments, ``num_malicious_nodes``, then
+    FedAvg's remaining five; ``num_neighbours`` and ``weight_cap`` are keyword-only.
+    """
+
+    rule_name = "Krum"
+
+    def __init__(
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        num_malicious_nodes: int = 0,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        *,
+        num_neighbours: int | None = None,
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
+    ) -> None:
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            num_malicious_nodes,
+            1,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            num_neighbours=num_neighbours,
+            weight_cap=weight_cap,
+        )
+
+    def settings(self) -> dict[str, object]:
+        return {"f": self.num_malicious_nodes, "neighbours": self.num_neighbours or "n-f-2"}
+
+
 class Bulyan(RobustFedAvg):
     """Bulyan (El Mhamdi et al., ICML 2018), the paper's iterative algorithm: theta = n - 2f
     Krum selections, then per coordinate the mean of the beta = theta - 2f values closest to
-    the median. Needs ``n >= 4f + 3`` replies; ``variant="one_shot"`` is DETOX's variant."""
+    the median. Needs ``n >= 4f + 3`` replies.
+
+    Flower's positional order and defaults, ``selection_rule`` included. Flower's Bulyan
+    selects theta replies in one Multi-Krum pass (``selection_rule`` over RecordDicts); ours
+    runs the paper's iterated Krum on updates (``variant="iterative"``) or DETOX's one-shot
+    variant (``variant="one_shot"``). A custom ``selection_rule`` is refused with an error
+    rather than silently ignored.
+    """
 
     rule_name = "Bulyan"
 
     def __init__(
-        self, *args: Any, num_malicious_nodes: int = 0, variant: str = "iterative", **kwargs: Any
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        num_malicious_nodes: int = 0,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        selection_rule: Callable[..., Any] | None = None,
+        *,
+        variant: str = "iterative",
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        _check_f(self.rule_name, num_malicious_nodes)
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            weight_cap=weight_cap,
+        )
+        if selection_rule is not None:
+            raise ValueError(
+                "Bulyan: a custom selection_rule is not supported (selection runs on updates "
+                "with iterated Krum); choose variant='iterative' or 'one_shot'"
+            )
+        check_rule_params(
+            "bulyan", {"num_malicious_nodes": num_malicious_nodes}, owner=self.rule_name
+        )
         if variant not in ("iterative", "one_shot"):
             raise ValueError(f"Bulyan: variant must be 'iterative' or 'one_shot', not {variant!r}")
         self.num_malicious_nodes = num_malicious_nodes
         self.variant = variant
 
     def min_replies(self) -> int:
-        return 4 * self.num_malicious_nodes + 3
+        return bulyan_min_inputs(self.num_malicious_nodes)
 
     def settings(self) -> dict[str, object]:
         return {"f": self.num_malicious_nodes, "variant": self.variant}
@@ -124,7 +244,8 @@ class Bulyan(RobustFedAvg):
 
 
 class FedMedian(RobustFedAvg):
-    """Coordinate-wise median (Yin et al., ICML 2018); the true median for even n."""
+    """Coordinate-wise median (Yin et al., ICML 2018); the true median for even n (the mean of
+    the two middle values). Flower's ``FedMedian`` arguments, in Flower's order."""
 
     rule_name = "FedMedian"
 
@@ -137,22 +258,46 @@ class FedMedian(RobustFedAvg):
 class FedTrimmedAvg(RobustFedAvg):
     """Coordinate-wise trimmed mean (Yin et al., ICML 2018): drop the ``floor(beta n)``
     largest and smallest values per coordinate, average the rest. Needs ``2 floor(beta n) < n``.
+
+    Flower's positional order: FedAvg's ten arguments, then ``beta`` (default 0.2).
     """
 
     rule_name = "FedTrimmedAvg"
 
-    def __init__(self, *args: Any, beta: float = 0.2, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if not 0 <= beta < 0.5:
-            raise ValueError(f"FedTrimmedAvg: beta must be in [0, 0.5), not {beta}")
+    def __init__(
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        beta: float = 0.2,
+        *,
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
+    ) -> None:
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            weight_cap=weight_cap,
+        )
+        check_beta(beta, owner=self.rule_name)
         self.beta = beta
 
     def min_replies(self) -> int:
-        # smallest n with 2 * floor(beta * n) < n
-        n = 1
-        while 2 * int(self.beta * n) >= n:
-            n += 1
-        return n
+        return trimmed_mean_min_inputs(self.beta)
 
     def settings(self) -> dict[str, object]:
         return {"beta": self.beta}
@@ -165,35 +310,58 @@ class FedTrimmedAvg(RobustFedAvg):
 
 class GeometricMedian(RobustFedAvg):
     """Geometric median by smoothed Weiszfeld, as in RFA (Pillutla et al., 2019), weighted by
-    ``num-examples``. Parameters: ``nu`` (smoothing), ``max_iter``, ``ftol``."""
+    the screened ``num-examples``, started at the weighted coordinate-wise median and stopped
+    on the iterate's movement relative to the inputs' spread (one huge update cannot end the
+    iteration early). FedAvg's arguments in FedAvg's order, then keyword-only ``nu``
+    (smoothing, 1e-5), ``max_iter`` (500), ``tol`` (1e-9, relative movement) and
+    ``weight_cap``; see :func:`flower_suite.aggregation.geometric_median`."""
 
     rule_name = "GeometricMedian"
 
     def __init__(
         self,
-        *args: Any,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        *,
         nu: float = 1e-5,
         max_iter: int = 500,
-        ftol: float = 1e-7,
-        **kwargs: Any,
+        tol: float = 1e-9,
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        if nu <= 0 or max_iter < 1 or ftol < 0:
-            raise ValueError(
-                "GeometricMedian: need nu > 0, max_iter >= 1, ftol >= 0 "
-                f"(got {nu}, {max_iter}, {ftol})"
-            )
-        self.nu, self.max_iter, self.ftol = nu, max_iter, ftol
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            weight_cap=weight_cap,
+        )
+        finite = all(isinstance(v, int | float) and math.isfinite(v) for v in (nu, tol))
+        if not finite or nu <= 0 or tol < 0:
+            raise ValueError(f"GeometricMedian: need finite nu > 0 and tol >= 0 (got {nu}, {tol})")
+        check_count(max_iter, name="max_iter", owner=self.rule_name, minimum=1)
+        self.nu, self.max_iter, self.tol = nu, max_iter, tol
 
     def settings(self) -> dict[str, object]:
-        return {"nu": self.nu, "max_iter": self.max_iter, "ftol": self.ftol}
+        return {"nu": self.nu, "max_iter": self.max_iter, "tol": self.tol}
 
     def rule(
         self, updates: torch.Tensor, weights: torch.Tensor, node_ids: Sequence[int]
     ) -> AggregationResult:
-        return geometric_median(
-            updates, weights, nu=self.nu, max_iter=self.max_iter, ftol=self.ftol
-        )
+        return geometric_median(updates, weights, nu=self.nu, max_iter=self.max_iter, tol=self.tol)
 
 
 RFA = GeometricMedian
@@ -204,6 +372,7 @@ class SignSGD(RobustFedAvg):
     ``server_learning_rate * sign(sum_i sign(update_i))`` (ties give 0)."""
 
     rule_name = "SignSGD"
+    needs_sent_model = True  # sign(x - c) is not sign(x) - sign(c)
 
     def __init__(self, *args: Any, server_learning_rate: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -230,6 +399,7 @@ class CenteredClipping(RobustFedAvg):
     update by at most ``tau``; ``iterations`` refinement steps."""
 
     rule_name = "CenteredClipping"
+    needs_sent_model = True  # clips around zero, i.e. around the model that was sent
 
     def __init__(self, *args: Any, tau: float = 1.0, iterations: int = 1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

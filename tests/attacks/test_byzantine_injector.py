@@ -113,3 +113,20 @@ def test_injector_forwards_the_grid_api() -> None:
     assert grid.contexts is inner.contexts  # extras of the wrapped grid stay reachable
     with pytest.raises(NotImplementedError):
         grid.push_messages([])
+
+
+def test_a_train_message_without_a_round_is_refused_not_read_as_round_zero(
+    task_identity: None,
+) -> None:
+    """Round 0 would silently run the attack schedule (and its seeds) for the wrong round."""
+    from flower_suite.attacks.injector import round_of
+
+    message = Message(
+        content=RecordDict({"config": ConfigRecord({"lr": 0.1})}),
+        dst_node_id=1,
+        message_type=MessageType.TRAIN,
+        group_id="not-a-round",
+    )
+    with pytest.raises(ValueError, match="cannot tell the server round"):
+        round_of(message)
+    assert round_of(_round(MessageType.TRAIN, 3, [1])[0]) == 3

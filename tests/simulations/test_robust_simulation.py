@@ -71,6 +71,9 @@ def test_detox_replicas_agree_and_outvote_the_attacker() -> None:
         [
             "num_clients=9",
             "partition.num_partitions=3",
+            # lr 0.1 oscillates with 3 partitions (0.92 at round 4, 0.50 at round 6, the
+            # attacker outvoted every round; measured at HEAD too); 0.05 trains steadily (0.975).
+            "client.lr=0.05",
             "strategy.name=detox",
             "strategy.redundancy=3",
             "strategy.num_vote_groups=1",

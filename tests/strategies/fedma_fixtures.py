@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -22,10 +22,17 @@ class LocalGrid(Grid):
     """Routes each message to ``app`` with the destination node's persistent Context.
 
     ``fail`` maps a node id to the communication round (1-based exchange index) from which
-    that node answers with an error, to test dropped clients.
+    that node answers with an error, to test dropped clients; ``tamper`` maps a node id to an
+    exchange and a function that rewrites that node's reply there (malformed uploads).
     """
 
-    def __init__(self, app: ClientApp, num_nodes: int, fail: dict[int, int] | None = None):
+    def __init__(
+        self,
+        app: ClientApp,
+        num_nodes: int,
+        fail: dict[int, int] | None = None,
+        tamper: dict[int, tuple[int, Callable[[Message], None]]] | None = None,
+    ):
         self.app = app
         self.contexts = {
             node: Context(
@@ -41,6 +48,8 @@ class LocalGrid(Grid):
         self.sent: list[list[Message]] = []
         self.received: list[list[Message]] = []
         self.fail = fail or {}
+        # node -> (exchange, fn): fn rewrites that node's reply in that exchange
+        self.tamper = tamper or {}
 
     @property
     def run(self) -> Any:  # type: ignore[override]
@@ -74,7 +83,11 @@ class LocalGrid(Grid):
             if node in self.fail and len(self.sent) >= self.fail[node]:
                 replies.append(Message(Error(code=0, reason="client crashed"), reply_to=msg))
             else:
-                replies.append(self.app(msg, self.contexts[node]))
+                reply = self.app(msg, self.contexts[node])
+                exchange, rewrite = self.tamper.get(node, (0, None))
+                if rewrite is not None and len(self.sent) == exchange:
+                    rewrite(reply)
+                replies.append(reply)
         self.received.append(replies)
         return replies
 
@@ -93,7 +106,12 @@ def mlp() -> MLP:
     return MLP(in_features=10, hidden=(16, 12), num_classes=10)
 
 
-def federation(num_clients: int = 4, seed: int = 0, fail: dict[int, int] | None = None):
+def federation(
+    num_clients: int = 4,
+    seed: int = 0,
+    fail: dict[int, int] | None = None,
+    tamper: dict[int, tuple[int, Callable[[Message], None]]] | None = None,
+):
     """(grid, train, test): blobs split Dirichlet(0.5) over ``num_clients`` FedMA clients."""
     data = blobs(seed)
     train, test = data.subset(np.arange(1000)), data.subset(np.arange(1000, 1200))
@@ -105,4 +123,4 @@ def federation(num_clients: int = 4, seed: int = 0, fail: dict[int, int] | None 
     config = TrainConfig(local_epochs=3, lr=0.05, batch_size=32)
     app = make_client_app(lambda ctx: mlp(), data_fn, defaults=config, device="cpu")
     add_fedma_handlers(app, lambda ctx: mlp(), data_fn, defaults=config, device="cpu")
-    return LocalGrid(app, num_clients, fail), train, test
+    return LocalGrid(app, num_clients, fail, tamper), train, test

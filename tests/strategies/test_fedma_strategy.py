@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from fedma_fixtures import federation, mlp
-from flwr.app import ArrayRecord, MetricRecord
+from flwr.app import Array, ArrayRecord, MetricRecord
 from torch import nn
 
 from flower_suite.clients.fedma_client import ASSIGNMENT_KEY, FEDMA_EVALUATE, FEDMA_TRAIN
@@ -30,7 +30,11 @@ def _initial() -> ArrayRecord:
 
 
 def _run(num_rounds: int = 2, gamma0: float = 1e-3, **kwargs):
-    grid, _, test = federation(kwargs.pop("num_clients", 4), fail=kwargs.pop("fail", None))
+    grid, _, test = federation(
+        kwargs.pop("num_clients", 4),
+        fail=kwargs.pop("fail", None),
+        tamper=kwargs.pop("tamper", None),
+    )
     strategy = FedMA(model_fn=mlp, fraction_evaluate=0.0, gamma0=gamma0, **kwargs)
     accuracy: dict[int, float] = {}
 
@@ -160,6 +164,37 @@ def test_dropped_client_leaves_the_pass(task_identity: None) -> None:
     _, grid, result, accuracy = _run(1, fail={101: 2})
     assert [len(ex) for ex in grid.sent] == [4, 4, 3]
     assert 1 in result.train_metrics_clientapp
+    assert accuracy[1] > 0.3
+
+
+def _truncate_first_array(reply) -> None:
+    arrays = reply.content["arrays"]
+    key = next(iter(arrays.keys()))
+    old = arrays[key]
+    arrays[key] = Array(old.dtype, old.shape, old.stype, old.data[:-4])
+
+
+def _nan_first_array(reply) -> None:
+    arrays = reply.content["arrays"]
+    key = next(iter(arrays.keys()))
+    arrays[key] = Array(np.full(arrays[key].shape, np.nan, np.dtype(arrays[key].dtype)))
+
+
+def _absurd_width(reply) -> None:
+    arrays = reply.content["arrays"]
+    key = next(iter(arrays.keys()))
+    shape = (100_000, *arrays[key].shape[1:])
+    arrays[key] = Array(np.zeros(shape, np.dtype(arrays[key].dtype)))
+
+
+@pytest.mark.parametrize("rewrite", [_truncate_first_array, _nan_first_array, _absurd_width])
+def test_malformed_upload_leaves_the_pass_instead_of_crashing_it(
+    task_identity: None, rewrite
+) -> None:
+    """Measured: FedMA parsed uploads with ``np.load``, so one crafted array ended the run. A
+    truncated body, NaN values or an absurd width at step 2 drop that node; the others finish."""
+    _, grid, _, accuracy = _run(1, tamper={101: (2, rewrite)})
+    assert [len(ex) for ex in grid.sent] == [4, 4, 3]
     assert accuracy[1] > 0.3
 
 
