@@ -185,6 +185,14 @@ def reply_arrays(msg: Message, arrayrecord_key: str) -> ArrayRecord:
     return records[arrayrecord_key]
 
 
+def _all_finite(row: np.ndarray) -> bool:
+    """Whether every entry is finite. A finite sum proves it in one pass (NaN and Inf
+    propagate); only a non-finite sum (possibly mere overflow) needs the elementwise test."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is what the test looks for
+        total = row.sum()
+    return bool(np.isfinite(total)) or bool(np.isfinite(row).all())
+
+
 def decode_replies(
     replies: Sequence[Message],
     reference: np.ndarray | None,
@@ -207,12 +215,12 @@ def decode_replies(
         try:
             weight = reply_weight(msg, weighted_by_key)
             row = layout.flatten(reply_arrays(msg, arrayrecord_key), out=buffer[rows])
-            if not np.isfinite(row).all():
-                raise ReplyError("update contains NaN or Inf")
             if reference is not None:
                 np.subtract(row, reference, out=row)
-                if not np.isfinite(row).all():  # finite values whose difference overflows
-                    raise ReplyError("update overflows the buffer dtype")
+            # NaN/Inf in the reply survive the subtraction, and finite values whose difference
+            # overflows become Inf: one check covers both.
+            if not _all_finite(row):
+                raise ReplyError("update contains NaN or Inf (or overflows the buffer dtype)")
         except ReplyError as err:
             rejected.append((node, str(err)))
             continue  # the next reply overwrites this row
