@@ -27,7 +27,9 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from flower_suite.strategies import (
     Bulyan,
+    FedAvg,
     FedMedian,
+    FedProx,
     FedTrimmedAvg,
     Krum,
     MultiKrum,
@@ -122,6 +124,8 @@ def _only_array(record: ArrayRecord | None) -> np.ndarray:
 # -- constructor: Flower's parameter names, order and defaults ---------------------------------
 _PAIRS = [
     (RobustFedAvg, flwr_strategy.FedAvg),
+    (FedAvg, flwr_strategy.FedAvg),
+    (FedProx, flwr_strategy.FedProx),
     (Krum, flwr_strategy.Krum),
     (MultiKrum, flwr_strategy.MultiKrum),
     (Bulyan, flwr_strategy.Bulyan),
