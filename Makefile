@@ -24,6 +24,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check flower_suite tests benchmarks
+	$(BIN)/mypy flower_suite
 	$(BIN)/python -m pytest -q
 
 # The random search behind the property tests (`make test` runs them derandomized, with their

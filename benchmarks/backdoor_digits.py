@@ -12,7 +12,7 @@ attacker selection rate, followed by spec checks 2-7 (and 10 with ``--fairness``
 
 ``--rounds`` / ``--start-round`` shorten the run (the spec's numbers need 120 / 21).
 ``--engine local`` (default) runs the same ``server_main`` and ClientApps without Ray
-(``flower_suite.simulations.inprocess``; the simulation tests check it equals the Ray runner
+(``flower_suite.simulations.engine.inprocess``; the simulation tests check it equals the Ray runner
 bitwise); ``--engine ray`` uses Flower's Ray simulation.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from flower_suite.simulations import load_config, run_experiment
-from flower_suite.simulations.inprocess import run_in_process
+from flower_suite.simulations.engine.inprocess import run_in_process
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "digits_edge.toml"
 MULTIKRUM = ["strategy.name=multikrum", "strategy.num_malicious_nodes=1"]

@@ -41,9 +41,9 @@ from flower_suite.simulations.config import (
     NamedConfig,
     PartitionConfig,
 )
-from flower_suite.simulations.hooks import MeteredGrid
-from flower_suite.simulations.runner import backend_config, simulation_client_app
-from flower_suite.simulations.task import ExperimentTask
+from flower_suite.simulations.engine import backend_config, simulation_client_app
+from flower_suite.simulations.engine.metering import MeteredGrid
+from flower_suite.simulations.engine.task import ExperimentTask
 from flower_suite.strategies import FedMA
 from flower_suite.training import evaluate
 

@@ -28,8 +28,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp import strategy as flwr_strategies
-from flwr.supercore.task_identity import TaskIdentity
 
+from flower_suite.flower_compat import message_identity
 from flower_suite.strategies import FedAvg
 from flower_suite.strategies.decoding import ArrayLayout, decode_replies
 
@@ -116,7 +116,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     logging.getLogger("flwr").setLevel(logging.ERROR)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     print(
         "| n | d | validate s | unchecked s | validate / unchecked | our FedAvg s "
         "| flwr FedAvg s | ours / flwr | max abs diff |"
@@ -134,4 +133,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with message_identity():  # the Messages built here are created outside a Flower run
+        main()

@@ -35,8 +35,8 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
-from flwr.supercore.task_identity import TaskIdentity
 
+from flower_suite.flower_compat import message_identity
 from flower_suite.secagg import SecAggConfig, Stage, simulate_round
 
 K, T_SHARES, MOD_BITS = 51, 26, 24
@@ -294,7 +294,6 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("flwr").setLevel(logging.ERROR)
     logging.getLogger("flower_suite").setLevel(logging.ERROR)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1  # Message ids
     if args.quick:
         base_n, base_l = 60, 10_000
         sweep_n, sweep_l = [60, 90, 120], [10_000, 20_000, 30_000]
@@ -382,4 +381,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with message_identity():  # the Messages built here are created outside a Flower run
+        main()

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from flwr.app import Message
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
+
+from flower_suite.flower_compat import NodeInfo, Run
 
 
 class ForwardingGrid(Grid):
@@ -28,26 +30,35 @@ class ForwardingGrid(Grid):
         return getattr(self.inner, name)
 
     @property
-    def run(self) -> Any:  # type: ignore[override]
+    def run(self) -> Run:
         return self.inner.run
 
-    def set_run(self, run_id: int) -> None:
-        self.inner.set_run(run_id)
+    def set_run(self, run: Run) -> None:
+        self.inner.set_run(run)
 
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        return self.inner.create_message(*args, **kwargs)
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> Iterable[int]:
         return self.inner.get_node_ids()
 
-    def get_nodes(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.get_nodes(*args, **kwargs)  # type: ignore[attr-defined]
+    def get_nodes(self) -> Iterable[NodeInfo]:
+        return self.inner.get_nodes()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         return self.inner.push_messages(messages)
 
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self.inner.pull_messages(message_ids)
+    # Flower 1.43 renames the parameter (``reply_to_message_ids``, ``message_ids`` kept as a
+    # deprecated keyword): forward the call as made, so both signatures are overridden.
+    def pull_messages(self, *args: Any, **kwargs: Any) -> Iterable[Message]:
+        return self.inner.pull_messages(*args, **kwargs)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None

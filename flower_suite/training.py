@@ -7,6 +7,7 @@ run is reproducible bit for bit on the same machine, which DETOX's majority vote
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ class TrainConfig:
     proximal_mu: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("lr", "momentum", "weight_decay", "proximal_mu"):
+            value = getattr(self, name)
+            if not math.isfinite(value):  # NaN or Inf would train silently into garbage
+                raise ValueError(f"{name} must be a finite number, not {value}")
         if self.local_epochs < 1:
             raise ValueError(f"local_epochs must be >= 1, not {self.local_epochs}")
         if not self.lr > 0:
@@ -42,6 +47,25 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, not {self.batch_size}")
         if self.proximal_mu < 0:
             raise ValueError(f"proximal_mu must be >= 0, not {self.proximal_mu}")
+
+    @classmethod
+    def wire_keys(cls) -> dict[str, str]:
+        """ConfigRecord key -> field: each hyper-parameter travels under its kebab-case name
+        (``local-epochs``, ``proximal-mu``, as Flower's FedProx sends it)."""
+        return {name.replace("_", "-"): name for name in cls.hyper_parameters()}
+
+    @classmethod
+    def hyper_parameters(cls) -> tuple[str, ...]:
+        """The field names: the one declaration the config, server and client derive from."""
+        return tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+    def to_wire(self) -> dict[str, int | float]:
+        """The hyper-parameters as a round's ConfigRecord carries them."""
+        return {key: getattr(self, name) for key, name in self.wire_keys().items()}
+
+    def train_config(self) -> TrainConfig:
+        """Just the hyper-parameters (a subclass may carry more, e.g. the run's lr schedule)."""
+        return TrainConfig(**{name: getattr(self, name) for name in self.hyper_parameters()})
 
 
 @dataclass(frozen=True)

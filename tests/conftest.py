@@ -23,8 +23,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import HealthCheck, is_hypothesis_test, settings
+
+from flower_suite.flower_compat import message_identity
 
 # How many times its CI budget of examples each property test gets under the fuzz profile
 # (the budget is the test's own max_examples, else hypothesis' default of 100).
@@ -90,10 +91,6 @@ def _scale_budget(item: pytest.Item, test: object) -> None:
 
 @pytest.fixture
 def task_identity() -> Iterator[None]:
-    """Creating Messages outside a run needs a run/node/task id (Flower internal API)."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id = 1
-    TaskIdentity.node_id = 0
-    TaskIdentity.task_id = 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+    """Creating Messages outside a run needs a run/node/task id (see ``message_identity``)."""
+    with message_identity():
+        yield

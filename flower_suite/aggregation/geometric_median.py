@@ -90,20 +90,7 @@ def geometric_median(
         length over ``max(spread, nu)`` at the time; 0.0 when no step was taken).
     """
     check_updates(updates, weights, rule="geometric_median")
-    if ftol is not None:
-        warnings.warn(
-            "geometric_median: ftol is deprecated, pass tol (the stop rule is now on the "
-            "iterate's movement relative to the inputs' spread)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        tol = ftol
-    if not (math.isfinite(nu) and nu > 0):
-        raise ValueError(f"geometric_median: nu must be finite and > 0 (got nu={nu})")
-    if max_iter < 0:
-        raise ValueError(f"geometric_median: max_iter must be >= 0 (got {max_iter})")
-    if not (math.isfinite(tol) and tol >= 0):
-        raise ValueError(f"geometric_median: tol must be finite and >= 0 (got tol={tol})")
+    tol = _checked_options(nu=nu, max_iter=max_iter, tol=tol, ftol=ftol)
     work, scale = _overflow_safe(updates)
     alpha = normalized_weights(weights, updates.shape[0], updates.device)
     v = _start(work, weights)
@@ -131,6 +118,26 @@ def geometric_median(
             "movement": movement,
         },
     )
+
+
+def _checked_options(*, nu: float, max_iter: int, tol: float, ftol: float | None) -> float:
+    """Validate the options of :func:`geometric_median` and return the stop tolerance in effect
+    (the deprecated ``ftol`` wins when given, as it always did)."""
+    if ftol is not None:
+        warnings.warn(
+            "geometric_median: ftol is deprecated, pass tol (the stop rule is now on the "
+            "iterate's movement relative to the inputs' spread)",
+            DeprecationWarning,
+            stacklevel=3,  # point at the caller of geometric_median, one frame further out
+        )
+        tol = ftol
+    if not (math.isfinite(nu) and nu > 0):
+        raise ValueError(f"geometric_median: nu must be finite and > 0 (got nu={nu})")
+    if max_iter < 0:
+        raise ValueError(f"geometric_median: max_iter must be >= 0 (got {max_iter})")
+    if not (math.isfinite(tol) and tol >= 0):
+        raise ValueError(f"geometric_median: tol must be finite and >= 0 (got tol={tol})")
+    return tol
 
 
 def _overflow_safe(updates: torch.Tensor) -> tuple[torch.Tensor, float]:

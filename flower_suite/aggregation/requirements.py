@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_count(value: object, *, name: str, owner: str, minimum: int) -> None:
     """``value`` must be an int >= ``minimum``."""
-    if not _is_int(value) or value < minimum:  # type: ignore[operator]
+    if not _is_int(value) or value < minimum:
         raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, not {value!r}")
 
 

@@ -7,10 +7,21 @@ tensors and the :data:`BYZANTINE_ATTACKS` registry), :mod:`~flower_suite.attacks
 :mod:`~flower_suite.attacks.poison` (black-box mix, label flipping) and
 :mod:`~flower_suite.attacks.schedule` (fixed-frequency and fixed-pool participation).
 
-Flower adapters: :mod:`~flower_suite.attacks.mods` (client mods, ``data_fn``/``train_fn``
-wrappers and :func:`make_attacker_app`) and :mod:`~flower_suite.attacks.injector` (the
-omniscient, simulation-side :class:`ByzantineInjector` for ALIE and IPM).
+Importing this package registers the ``digits_edge`` data set
+(:mod:`~flower_suite.attacks.digits_edge`) and loads no Flower module.
+
+The Flower adapters live with the other adapters: :mod:`flower_suite.clients.attacker` (client
+mods, ``data_fn``/``train_fn`` wrappers and ``make_attacker_app``) and
+:mod:`flower_suite.byzantine_injector` (the omniscient, simulation-side ``ByzantineInjector``
+for ALIE and IPM). Their names stay importable from here (``from flower_suite.attacks import
+byzantine_mod``): they are resolved on first use, so ``import flower_suite.attacks.pgd`` never
+loads Flower.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from flower_suite.attacks.byzantine import (
     BYZANTINE_ATTACKS,
@@ -23,6 +34,7 @@ from flower_suite.attacks.byzantine import (
     reverse_gradient,
     sign_flip,
 )
+from flower_suite.attacks.digits_edge import DIGITS_EDGE_DATASET, digits_edge
 from flower_suite.attacks.edge_case import (
     DigitsEdgeCase,
     EdgeSelection,
@@ -36,16 +48,6 @@ from flower_suite.attacks.edge_case import (
     roll_augment,
     select_tail,
     split_edge_examples,
-)
-from flower_suite.attacks.injector import ByzantineInjector, InjectionRecord
-from flower_suite.attacks.mods import (
-    ATTACK_INFO_KEY,
-    N_S_ESTIMATE_KEY,
-    attack_context_mod,
-    byzantine_mod,
-    make_attacker_app,
-    make_attacker_train_fn,
-    poisoned_data_fn,
 )
 from flower_suite.attacks.pgd import (
     PGDTrain,
@@ -61,13 +63,42 @@ from flower_suite.attacks.schedule import (
     AttackSchedule,
     FixedFrequency,
     FixedPool,
+    as_schedule,
     sample_participants,
 )
+from flower_suite.wire.keys import ATTACK_INFO_KEY, N_S_ESTIMATE_KEY
+
+# Flower adapters re-exported for compatibility: name -> the module that defines it, imported
+# on first access (PEP 562), so that importing the framework-free core never loads Flower.
+_ADAPTERS = {
+    "ByzantineInjector": "flower_suite.byzantine_injector",
+    "InjectionRecord": "flower_suite.byzantine_injector",
+    "attack_context_mod": "flower_suite.clients.attacker",
+    "byzantine_mod": "flower_suite.clients.attacker",
+    "make_attacker_app": "flower_suite.clients.attacker",
+    "make_attacker_train_fn": "flower_suite.clients.attacker",
+    "poisoned_data_fn": "flower_suite.clients.attacker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _ADAPTERS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_ADAPTERS])
+
 
 __all__ = [
     "ATTACK_INFO_KEY",
     "BYZANTINE_ATTACKS",
     "DATA_POISONS",
+    "DIGITS_EDGE_DATASET",
     "N_S_ESTIMATE_KEY",
     "AttackSchedule",
     "ByzantineInjector",
@@ -81,11 +112,13 @@ __all__ = [
     "UpdateAttack",
     "alie",
     "alie_z",
+    "as_schedule",
     "attack_context_mod",
     "build_edge_case_set",
     "byzantine_mod",
     "constant",
     "decayed_radius",
+    "digits_edge",
     "digits_edge_case",
     "fit_class_gmm",
     "flip_labels",

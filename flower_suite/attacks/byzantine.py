@@ -19,7 +19,7 @@ gaussian_noise    ``N(mean, std^2 I)`` (or ``g +`` noise)      the model size on
 
 ``mu`` and ``sigma`` are the coordinate-wise mean and population standard deviation
 (``ddof = 0``, spec ``robust-aggregation.md`` pitfall 10) of the honest updates. Omniscient
-attacks need the simulation-side :class:`flower_suite.attacks.injector.ByzantineInjector`;
+attacks need the simulation-side :class:`flower_suite.byzantine_injector.ByzantineInjector`;
 local attacks also work as a client mod. Label flipping is a data-level attack
 (:func:`flower_suite.attacks.poison.flip_labels`).
 """

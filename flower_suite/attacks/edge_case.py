@@ -24,15 +24,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from sklearn.mixture import GaussianMixture
 from torch import nn
 
 from flower_suite.data.dataset import ArrayDataset
 from flower_suite.data.digits import DIGITS_TEST_SIZE, load_digits_dataset
+from flower_suite.models.mlp import MLP
 from flower_suite.training import TrainConfig, train
+
+if TYPE_CHECKING:  # imported where a GMM is fitted: scikit-learn adds ~2 s to every start-up
+    from sklearn.mixture import GaussianMixture
 
 FeatureFn = Callable[[np.ndarray], np.ndarray]
 
@@ -82,6 +86,8 @@ def fit_class_gmm(
             means_init = np.stack([features[labels == c].mean(axis=0) for c in classes])
     if n_components is None or n_components < 1:
         raise ValueError("give labels or n_components >= 1")
+    from sklearn.mixture import GaussianMixture
+
     gmm = GaussianMixture(
         n_components=n_components,
         covariance_type=covariance_type,
@@ -281,8 +287,6 @@ def digits_edge_case(
     and augment each part independently with 4 one-pixel rolls (135/90).
     Deterministic in ``seed``.
     """
-    from flower_suite.models.mlp import MLP
-
     if not 0 < edge_train_fraction < 1:
         raise ValueError(f"edge_train_fraction must be in (0, 1), got {edge_train_fraction}")
     full = load_digits_dataset()

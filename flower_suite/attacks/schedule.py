@@ -25,7 +25,10 @@ import numpy as np
 class AttackSchedule(Protocol):
     """Who attacks when."""
 
-    attacker_partitions: frozenset[int]
+    # Read-only, so the frozen dataclasses below satisfy it (a plain attribute here would
+    # ask implementations to allow assignment).
+    @property
+    def attacker_partitions(self) -> frozenset[int]: ...
 
     def is_active(self, partition_id: int, server_round: int) -> bool: ...
 
@@ -130,3 +133,8 @@ def sample_participants(
     if need < 0 or need > len(honest):
         raise ValueError(f"cannot sample {m} partitions with {len(forced)} forced attackers")
     return sorted(forced + rng.choice(honest, need, replace=False).tolist())
+
+
+def as_schedule(attackers: AttackSchedule | Iterable[int]) -> AttackSchedule:
+    """A schedule, or a fixed pool of the given partition ids."""
+    return attackers if isinstance(attackers, AttackSchedule) else FixedPool(attackers)

@@ -23,22 +23,24 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.clientapp.typing import Mod
 from torch import nn
 
 from flower_suite.data.dataset import ArrayDataset
+from flower_suite.flower_compat import Mod
 from flower_suite.models.lowrank_spec import model_for_config
-from flower_suite.training import TrainConfig, TrainResult, evaluate, select_device, train
+from flower_suite.training import (
+    EvalResult,
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    select_device,
+    train,
+)
+from flower_suite.wire.config import read_float, read_int
+from flower_suite.wire.keys import CLIENT_INFO_KEY
 
-# ConfigRecord key -> TrainConfig field.
-CONFIG_KEYS: dict[str, str] = {
-    "local-epochs": "local_epochs",
-    "lr": "lr",
-    "momentum": "momentum",
-    "weight-decay": "weight_decay",
-    "batch-size": "batch_size",
-    "proximal-mu": "proximal_mu",  # FedProx puts it here
-}
+# ConfigRecord key -> TrainConfig field (``proximal-mu`` is where Flower's FedProx puts mu).
+CONFIG_KEYS: dict[str, str] = TrainConfig.wire_keys()
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def decayed_lr(hparams: TrainConfig, record: ConfigRecord | None, server_round: 
     papers' ``0.998^t`` schedules); ``hparams`` unchanged (bitwise) without that key."""
     if record is None or "lr-decay" not in record:
         return hparams
-    decay = float(record["lr-decay"])  # type: ignore[arg-type]
+    decay = read_float(record, "lr-decay")
     return dataclasses.replace(hparams, lr=hparams.lr * decay**server_round)
 
 
@@ -110,11 +112,6 @@ def client_seed(base_seed: int, server_round: int, partition_id: int) -> int:
     """A per-client, per-round seed; equal inputs give equal seeds on every machine."""
     seq = np.random.SeedSequence([base_seed, server_round, partition_id])
     return int(seq.generate_state(1, dtype=np.uint32)[0])
-
-
-# Replies carry the node's partition in a ConfigRecord (not in the metrics, which strategies
-# average): the simulation runner orders nodes and replies by it.
-CLIENT_INFO_KEY = "client-info"
 
 
 def client_info(context: Context) -> ConfigRecord:
@@ -158,6 +155,33 @@ def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
     model.load_state_dict(state)
 
 
+def _train_reply(msg: Message, context: Context, model: nn.Module, result: TrainResult) -> Message:
+    """The train reply: the trained weights, ``train-loss`` / ``num-examples`` and client-info."""
+    metrics = MetricRecord({"train-loss": result.loss, "num-examples": result.num_examples})
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(model.state_dict()),
+            "metrics": metrics,
+            CLIENT_INFO_KEY: client_info(context),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+def evaluate_reply(msg: Message, context: Context, result: EvalResult) -> Message:
+    """The evaluate reply (also FedMA's): ``eval-loss``, ``eval-acc``, ``num-examples`` and
+    client-info, the keys every strategy's weighted metric mean reads."""
+    metrics = MetricRecord(
+        {
+            "eval-loss": result.loss,
+            "eval-acc": result.accuracy,
+            "num-examples": result.num_examples,
+        }
+    )
+    content = RecordDict({"metrics": metrics, CLIENT_INFO_KEY: client_info(context)})
+    return Message(content=content, reply_to=msg)
+
+
 def make_client_app(
     model_fn: ModelFn,
     data_fn: DataFn,
@@ -187,15 +211,15 @@ def make_client_app(
     def _train(msg: Message, context: Context) -> Message:
         config = msg.content.config_records.get("config")
         hparams = train_config_from(config, train_defaults)
-        server_round = int(config.get("server-round", 0)) if config is not None else 0
+        server_round = read_int(config, "server-round", 0) if config is not None else 0
         hparams = decayed_lr(hparams, config, server_round)
-        base_seed = int(config.get("seed", seed)) if config is not None else seed
+        base_seed = read_int(config, "seed", seed) if config is not None else seed
         # A server that controls data assignment (DETOX) names the partition to train on;
         # the batch seed follows the partition, so replicas compute identical updates.
         if config is not None and "data-partition" in config:
-            context = with_partition(context, int(config["data-partition"]))
+            context = with_partition(context, read_int(config, "data-partition"))
         model = model_for_config(model_fn(context), config)
-        load_arrays(model, msg.content["arrays"])
+        load_arrays(model, msg.content.array_records["arrays"])
         data = data_fn(context)
         result = train_fn(
             model,
@@ -206,15 +230,7 @@ def make_client_app(
             context=context,
         )
         model.to("cpu")
-        metrics = MetricRecord({"train-loss": result.loss, "num-examples": result.num_examples})
-        content = RecordDict(
-            {
-                "arrays": ArrayRecord(model.state_dict()),
-                "metrics": metrics,
-                CLIENT_INFO_KEY: client_info(context),
-            }
-        )
-        return Message(content=content, reply_to=msg)
+        return _train_reply(msg, context, model, result)
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:
@@ -222,17 +238,8 @@ def make_client_app(
         if data.test is None:
             raise ValueError("this client has no evaluation data")
         model = model_for_config(model_fn(context), msg.content.config_records.get("config"))
-        load_arrays(model, msg.content["arrays"])
-        result = evaluate(model, data.test, device=pick_device())
-        metrics = MetricRecord(
-            {
-                "eval-loss": result.loss,
-                "eval-acc": result.accuracy,
-                "num-examples": result.num_examples,
-            }
-        )
-        content = RecordDict({"metrics": metrics, CLIENT_INFO_KEY: client_info(context)})
-        return Message(content=content, reply_to=msg)
+        load_arrays(model, msg.content.array_records["arrays"])
+        return evaluate_reply(msg, context, evaluate(model, data.test, device=pick_device()))
 
     @app.query()
     def _query(msg: Message, context: Context) -> Message:

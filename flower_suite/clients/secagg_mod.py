@@ -32,9 +32,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
-from flwr.clientapp.typing import ClientAppCallable, Mod
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    ConfigRecordValues,
+    Context,
+    Message,
+    MessageType,
+    RecordDict,
+)
 
+from flower_suite.flower_compat import ClientAppCallable, Mod
 from flower_suite.secagg import (
     MaskedInputReply,
     MaskedInputRequest,
@@ -46,13 +54,10 @@ from flower_suite.secagg import (
     Stage,
     UnmaskRequest,
 )
+from flower_suite.secagg.messages import Message as ProtocolMessage
+from flower_suite.wire.keys import ARRAYS_KEY, METRICS_IN_CLEAR, RECORD_KEY, WEIGHT_KEY
 
-RECORD_KEY = "secagg"  # ConfigRecord carrying the protocol message
 STATE_KEY = "secagg-state"  # ConfigRecord in Context.state
-# extra keys the server adds to the stage-3 record (beside the protocol message)
-ARRAYS_KEY = "arrays-key"
-WEIGHT_KEY = "weight-key"
-METRICS_IN_CLEAR = "metrics-in-clear"
 
 WeightFn = Callable[[RecordDict, str], float]
 
@@ -62,7 +67,11 @@ def default_weight(content: RecordDict, weight_key: str) -> float:
     protocol refuses it unless it is an integer in ``[0, max_weight]``."""
     for record in content.metric_records.values():
         if weight_key in record:
-            return record[weight_key]  # type: ignore[return-value]
+            value = record[weight_key]
+            if isinstance(value, list):
+                # the wording of the weight rule (secagg.quantize.client_weight)
+                raise SecAggError(f"weight ({weight_key}) must be a number, got {value!r}")
+            return value
     raise SecAggError(f"the train reply has no metric {weight_key!r} to weight the update by")
 
 
@@ -107,7 +116,7 @@ def _masked_input(
     msg: Message,
     context: Context,
     call_next: ClientAppCallable,
-    data: dict[str, object],
+    data: dict[str, ConfigRecordValues],
     content: RecordDict,
     options: _StageOptions,
 ) -> MaskedInputReply:
@@ -122,7 +131,9 @@ def _masked_input(
         raise SecAggError(f"the train message has no ArrayRecord {arrays_key!r}")
     if arrays_key not in trained.content.array_records:
         raise SecAggError(f"the train reply has no ArrayRecord {arrays_key!r}")
-    update = flat_update(msg.content[arrays_key], trained.content[arrays_key])
+    update = flat_update(
+        msg.content.array_records[arrays_key], trained.content.array_records[arrays_key]
+    )
     reply = client.masked_input(update, options.weight_fn(trained.content, weight_key))
     for name in options.passthrough_records:
         if name in trained.content.config_records:
@@ -183,6 +194,7 @@ def make_secagg_mod(
             else SecAggClient(source=source)
         )
         content = RecordDict()
+        reply: ProtocolMessage
         if stage == Stage.SETUP:
             reply = client.setup(SetupRequest.from_dict(data))
         elif stage == Stage.SHARE_KEYS:
@@ -193,7 +205,9 @@ def make_secagg_mod(
             reply = client.unmask(UnmaskRequest.from_dict(data))
         else:
             raise SecAggError(f"secagg_mod: unknown stage {stage!r}")
-        context.state.config_records[STATE_KEY] = ConfigRecord(client.to_dict())  # type: ignore[arg-type]
+        # ConfigRecord wants dict[str, ConfigRecordValues]; dict is invariant, so rebuild
+        state: dict[str, ConfigRecordValues] = {**client.to_dict()}
+        context.state.config_records[STATE_KEY] = ConfigRecord(state)
         content[RECORD_KEY] = ConfigRecord(reply.to_dict())
         return Message(content=content, reply_to=msg)
 

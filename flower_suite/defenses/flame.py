@@ -35,7 +35,6 @@ import logging
 
 import numpy as np
 import torch
-from sklearn.cluster import HDBSCAN
 
 from flower_suite.aggregation.base import (
     AggregationResult,
@@ -59,6 +58,10 @@ def cosine_distances(updates: torch.Tensor, mask: torch.Tensor | None = None) ->
 
 def hdbscan_labels(distances: torch.Tensor, min_cluster_size: int) -> np.ndarray:
     """HDBSCAN labels (``-1`` = outlier) on a precomputed ``(n, n)`` distance matrix."""
+    # Imported here: scikit-learn adds ~2 s to the start-up of every command that loads
+    # the defenses (config errors included), and only FLAME rounds need it.
+    from sklearn.cluster import HDBSCAN
+
     model = HDBSCAN(
         min_cluster_size=min_cluster_size,
         min_samples=1,
@@ -78,6 +81,44 @@ def largest_cluster(labels: np.ndarray) -> list[int]:
         if len(members) > len(best) or (len(members) == len(best) and members[0] < best[0]):
             best = members
     return best
+
+
+def _checked_min_cluster_size(min_cluster_size: int | None, n: int) -> int:
+    """HDBSCAN's ``min_cluster_size`` for ``n`` updates: the paper's ``n // 2 + 1`` by default."""
+    if n < MIN_CLIENTS:
+        raise ValueError(f"flame requires n >= {MIN_CLIENTS} updates for a majority (got n={n})")
+    mcs = n // 2 + 1 if min_cluster_size is None else min_cluster_size
+    if not isinstance(mcs, int) or not 2 <= mcs <= n:
+        raise ValueError(f"flame: min_cluster_size must be an integer in [2, n={n}] (got {mcs!r})")
+    return mcs
+
+
+def _check_cluster_mask(cluster_mask: torch.Tensor | None, d: int) -> None:
+    if cluster_mask is not None and (
+        cluster_mask.shape != (d,) or cluster_mask.dtype != torch.bool or not cluster_mask.any()
+    ):
+        raise ValueError(f"flame: cluster_mask must be a boolean ({d},) tensor selecting columns")
+
+
+def _clipped_mean(
+    updates: torch.Tensor,
+    norms: torch.Tensor,
+    admitted: list[int],
+    bound: float,
+    weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, float]:
+    """Steps 2-3 before the noise: the admitted updates clipped to norm ``bound`` and averaged
+    (with ``weights``, uniformly when None) in float64, and the fraction of them clipped."""
+    rows = torch.tensor(admitted, device=updates.device)
+    clip = clip_rows(
+        updates[rows],
+        torch.full((len(admitted),), bound, dtype=torch.float64, device=updates.device),
+        norms[rows],
+    )
+    alpha = normalized_weights(
+        None if weights is None else weights[rows], len(admitted), updates.device
+    )
+    return weighted_sum_f64(clip.updates, alpha), clip.fraction_clipped
 
 
 def flame(
@@ -119,16 +160,9 @@ def flame(
     """
     check_updates(updates, weights, rule="flame")
     check_positive(noise_lambda, name="noise_lambda", rule="flame", allow_zero=True)
-    n, d = updates.shape
-    if n < MIN_CLIENTS:
-        raise ValueError(f"flame requires n >= {MIN_CLIENTS} updates for a majority (got n={n})")
-    mcs = n // 2 + 1 if min_cluster_size is None else min_cluster_size
-    if not isinstance(mcs, int) or not 2 <= mcs <= n:
-        raise ValueError(f"flame: min_cluster_size must be an integer in [2, n={n}] (got {mcs!r})")
-    if cluster_mask is not None and (
-        cluster_mask.shape != (d,) or cluster_mask.dtype != torch.bool or not cluster_mask.any()
-    ):
-        raise ValueError(f"flame: cluster_mask must be a boolean ({d},) tensor selecting columns")
+    n = updates.shape[0]
+    mcs = _checked_min_cluster_size(min_cluster_size, n)
+    _check_cluster_mask(cluster_mask, updates.shape[1])
 
     labels = hdbscan_labels(cosine_distances(updates, cluster_mask), mcs)
     admitted = largest_cluster(labels)
@@ -150,20 +184,13 @@ def flame(
         )
         return AggregationResult(aggregate=torch.zeros_like(updates[0]), info=info)
 
-    rows = torch.tensor(admitted, device=updates.device)
-    clip = clip_rows(
-        updates[rows],
-        torch.full((len(admitted),), s, dtype=torch.float64, device=updates.device),
-        norms[rows],
+    mean, fraction_clipped = _clipped_mean(
+        updates, norms, admitted, s, weights if weighted else None
     )
-    alpha = normalized_weights(
-        weights[rows] if (weighted and weights is not None) else None, len(admitted), updates.device
-    )
-    mean = weighted_sum_f64(clip.updates, alpha)
     std = float(noise_lambda) * s
     rng = generator if generator is not None else make_generator(seed)
     aggregate = add_gaussian_noise(mean, std, rng)
-    info.update({"noise-std": std, "fraction-clipped": clip.fraction_clipped})
+    info.update({"noise-std": std, "fraction-clipped": fraction_clipped})
     return AggregationResult(
         aggregate=aggregate.to(updates.dtype), selected=tuple(admitted), info=info
     )

@@ -102,7 +102,9 @@ def from_unit_vectors(
         return {spec.weight: vecs.T.copy()}
     if spec.kind == "lstm":
         d_in = int(weight_shape[1])
-        out = {spec.weight: vecs[:, : 4 * d_in].reshape(width, 4, d_in).transpose(1, 0, 2)}
+        out: dict[str, FloatArray] = {
+            spec.weight: vecs[:, : 4 * d_in].reshape(width, 4, d_in).transpose(1, 0, 2)
+        }
         out[spec.weight] = out[spec.weight].reshape(4 * width, d_in).copy()
         col = 4 * d_in
         for name in (spec.bias, spec.bias_hh):
@@ -255,15 +257,15 @@ def matched_average(
         all_assign.append(match.assignments)
         widths.append(width)
     last = layers[-1]
-    for name in (last.weight, last.bias, last.weight_hh, last.bias_hh):
-        if name is None:
+    for out_name in (last.weight, last.bias, last.weight_hh, last.bias_hh):
+        if out_name is None:
             continue
-        shapes = {st[name].shape for st in states}
+        shapes = {st[out_name].shape for st in states}
         if len(shapes) != 1:
-            raise ValueError(f"output layer {name!r} has different shapes across clients")
-        tensors = [st[name] for st in states]
-        if class_counts is None or name in (last.weight_hh, last.bias_hh):
-            result[name] = np.mean(tensors, axis=0)
+            raise ValueError(f"output layer {out_name!r} has different shapes across clients")
+        tensors = [st[out_name] for st in states]
+        if class_counts is None or out_name in (last.weight_hh, last.bias_hh):
+            result[out_name] = np.mean(tensors, axis=0)
         else:
-            result[name] = class_weighted_last_layer(tensors, class_counts)
+            result[out_name] = class_weighted_last_layer(tensors, class_counts)
     return MatchedAverage(state=result, assignments=all_assign, widths=widths)

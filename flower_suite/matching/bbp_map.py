@@ -111,6 +111,197 @@ def bbp_map_scores(
     return scores
 
 
+@dataclass(frozen=True)
+class _MatchModel:
+    """Everything the per-client steps share: the per-coordinate precisions ``s0 = 1/sigma0_sq``
+    and ``s = 1/sigma_sq``, the prior mean ``mu0`` (and its natural form ``s0 * mu0``), and the
+    scoring options of :func:`bbp_map_scores`."""
+
+    s0: FloatArray
+    s: FloatArray
+    mu: FloatArray
+    prior: FloatArray
+    gamma0: float
+    n_clients: int
+    max_width: int
+    popularity_weight: float
+    popularity_cap: int
+
+
+@dataclass(frozen=True)
+class _MatchState:
+    """Global units in natural parameters (``a`` mean, ``p`` precision, ``m`` popularity, one
+    row per unit) and every client's assignment (``None`` while it is taken out for a sweep).
+
+    The steps below return a new state instead of mutating one, so each sweep step reads as
+    ``state = step(state, ...)``.
+    """
+
+    a: FloatArray
+    p: FloatArray
+    m: IntArray
+    assignments: tuple[IntArray | None, ...]
+
+
+def _check_options(aggregation: str, gamma0: float, iterations: int) -> None:
+    if aggregation not in ("mean", "posterior"):
+        raise ValueError(f"aggregation must be 'mean' or 'posterior', got {aggregation!r}")
+    if gamma0 <= 0:
+        raise ValueError("gamma0 must be positive")
+    if iterations < 0:
+        raise ValueError("iterations must be non-negative")
+
+
+def _validated_clients(weights: Sequence[ArrayLike]) -> list[FloatArray]:
+    """The clients' unit vectors as float64 ``(L_j, D)`` arrays, all non-empty, finite and of
+    one input dimension ``D``."""
+    clients = [np.asarray(w, dtype=np.float64) for w in weights]
+    if not clients:
+        raise ValueError("match_layer needs at least one client")
+    for j, w in enumerate(clients):
+        if w.ndim != 2 or w.shape[0] == 0:
+            raise ValueError(f"client {j}: expected a non-empty (L_j, D) array, got {w.shape}")
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"client {j}: weights must be finite")
+    dim = clients[0].shape[1]
+    for j, w in enumerate(clients):
+        if w.shape[1] != dim:
+            raise ValueError(
+                f"input dimension mismatch: client {j} has unit vectors of length "
+                f"{w.shape[1]}, client 0 has {dim}"
+            )
+    return clients
+
+
+def _resolve_max_width(max_width: int | None, unit_cap: int, widest: int) -> int:
+    """The hard maximum of the global width (spec section 8): never below the widest client,
+    which must always fit."""
+    if max_width is None:
+        max_width = max(min(unit_cap, 2 * widest), widest)
+    if max_width < widest:
+        raise ValueError(f"max_width={max_width} is below the widest client ({widest} units)")
+    return max_width
+
+
+def _match_model(
+    dim: int,
+    *,
+    sigma0_sq: ArrayLike,
+    sigma_sq: ArrayLike,
+    mu0: ArrayLike,
+    gamma0: float,
+    n_clients: int,
+    max_width: int,
+    popularity_weight: float,
+    popularity_cap: int,
+) -> _MatchModel:
+    """The shared settings, with the variances turned into per-coordinate precisions."""
+    s0 = 1.0 / _per_coordinate(sigma0_sq, dim, "sigma0_sq")
+    s = 1.0 / _per_coordinate(sigma_sq, dim, "sigma_sq")
+    mu = _per_coordinate(mu0, dim, "mu0")
+    return _MatchModel(
+        s0=s0, s=s, mu=mu, prior=s0 * mu, gamma0=gamma0, n_clients=n_clients,
+        max_width=max_width, popularity_weight=popularity_weight, popularity_cap=popularity_cap,
+    )  # fmt: skip
+
+
+def _initial_state(clients: Sequence[FloatArray], first: int, model: _MatchModel) -> _MatchState:
+    """Every unit of client ``first`` (the widest) becomes its own global unit."""
+    w = clients[first]
+    assignments: list[IntArray | None] = [None] * len(clients)
+    assignments[first] = np.arange(w.shape[0], dtype=np.int64)
+    return _MatchState(
+        a=model.prior + w * model.s,
+        p=np.tile(model.s0 + model.s, (w.shape[0], 1)),
+        m=np.ones(w.shape[0], dtype=np.int64),
+        assignments=tuple(assignments),
+    )
+
+
+def _best_targets(state: _MatchState, w: FloatArray, model: _MatchModel) -> IntArray:
+    """Global index of each of the client's units under the Hungarian assignment maximising the
+    BBP-MAP score; units given a new-unit column get ``L, L+1, ...`` in row order."""
+    n_global = state.a.shape[0]
+    n_new = min(w.shape[0], model.max_width - n_global)
+    scores = bbp_map_scores(
+        w, state.a, state.p, state.m, n_clients=model.n_clients, s0=model.s0, s=model.s,
+        mu0=model.mu, gamma0=model.gamma0, n_new=n_new,
+        popularity_weight=model.popularity_weight, popularity_cap=model.popularity_cap,
+    )  # fmt: skip
+    rows, cols = linear_sum_assignment(-scores)
+    target = np.empty(w.shape[0], dtype=np.int64)
+    target[rows] = cols
+    is_new = target >= n_global
+    target[is_new] = n_global + np.arange(int(is_new.sum()))
+    return target
+
+
+def _add_client(
+    state: _MatchState, clients: Sequence[FloatArray], j: int, model: _MatchModel
+) -> _MatchState:
+    """Match client ``j`` to the current global units and add its units to their posteriors."""
+    w = clients[j]
+    target = _best_targets(state, w, model)
+    old = target < state.a.shape[0]
+    is_new = ~old
+    n_new = int(is_new.sum())
+    u = w * model.s
+    # New units are appended first (fresh arrays, so the caller's state stays untouched); the
+    # matched ones all have indices below the old width, so they update the copied old rows.
+    a = np.vstack([state.a, model.prior + u[is_new]])
+    p = np.vstack([state.p, np.broadcast_to(model.s0 + model.s, (n_new, a.shape[1]))])
+    m = np.concatenate([state.m, np.ones(n_new, dtype=np.int64)])
+    a[target[old]] += u[old]
+    p[target[old]] += model.s
+    m[target[old]] += 1
+    assignments = list(state.assignments)
+    assignments[j] = target
+    return _MatchState(a=a, p=p, m=m, assignments=tuple(assignments))
+
+
+def _remove_client(
+    state: _MatchState, clients: Sequence[FloatArray], j: int, model: _MatchModel
+) -> _MatchState:
+    """Take client ``j``'s units out of the posteriors; global units nobody holds any more are
+    deleted and the other clients' assignments renumbered."""
+    target = state.assignments[j]
+    if target is None:
+        raise RuntimeError(f"match_layer: client {j} is not matched, so it cannot be removed")
+    a, p, m = state.a.copy(), state.p.copy(), state.m.copy()
+    a[target] -= clients[j] * model.s
+    p[target] -= model.s
+    m[target] -= 1
+    assignments: list[IntArray | None] = list(state.assignments)
+    assignments[j] = None
+    keep = m > 0
+    if not keep.all():
+        new_index = np.cumsum(keep) - 1
+        a, p, m = a[keep], p[keep], m[keep]
+        assignments = [None if t is None else new_index[t] for t in assignments]
+    return _MatchState(a=a, p=p, m=m, assignments=tuple(assignments))
+
+
+def _final_assignments(state: _MatchState) -> list[IntArray]:
+    final = []
+    for j, target in enumerate(state.assignments):
+        if target is None:  # every sweep re-adds the client it removed
+            raise RuntimeError(f"match_layer: client {j} ended up unmatched")
+        final.append(np.asarray(target, dtype=np.int64))
+    return final
+
+
+def _matched_mean(
+    clients: Sequence[FloatArray], assignments: Sequence[IntArray], width: int
+) -> tuple[FloatArray, IntArray]:
+    """Plain mean of the client units matched to each global unit, and how many there are."""
+    sums = np.zeros((width, clients[0].shape[1]))
+    counts = np.zeros(width, dtype=np.int64)
+    for w, t in zip(clients, assignments, strict=True):
+        sums[t] += w
+        counts[t] += 1
+    return sums / counts[:, None], counts
+
+
 def match_layer(
     weights: Sequence[ArrayLike],
     *,
@@ -127,6 +318,10 @@ def match_layer(
     aggregation: str = "mean",
 ) -> MatchResult:
     """Match the hidden units of one layer across ``J`` clients with BBP-MAP (spec section 4).
+
+    FedMA, dissertation chapter 5: the widest client seeds the global units, every other client
+    is matched in turn (:func:`bbp_map_scores` + Hungarian), then ``iterations`` sweeps remove
+    and re-match each client in a random order.
 
     Parameters
     ----------
@@ -156,109 +351,30 @@ def match_layer(
     aggregation:
         ``"mean"`` (plain mean over matched clients, default) or ``"posterior"`` (``a / p``).
     """
-    if aggregation not in ("mean", "posterior"):
-        raise ValueError(f"aggregation must be 'mean' or 'posterior', got {aggregation!r}")
-    if gamma0 <= 0:
-        raise ValueError("gamma0 must be positive")
-    if iterations < 0:
-        raise ValueError("iterations must be non-negative")
-    clients = [np.asarray(w, dtype=np.float64) for w in weights]
-    if not clients:
-        raise ValueError("match_layer needs at least one client")
-    for j, w in enumerate(clients):
-        if w.ndim != 2 or w.shape[0] == 0:
-            raise ValueError(f"client {j}: expected a non-empty (L_j, D) array, got {w.shape}")
-        if not np.all(np.isfinite(w)):
-            raise ValueError(f"client {j}: weights must be finite")
-    dim = clients[0].shape[1]
-    for j, w in enumerate(clients):
-        if w.shape[1] != dim:
-            raise ValueError(
-                f"input dimension mismatch: client {j} has unit vectors of length "
-                f"{w.shape[1]}, client 0 has {dim}"
-            )
+    _check_options(aggregation, gamma0, iterations)
+    clients = _validated_clients(weights)
     n_clients = len(clients)
-    widest = max(w.shape[0] for w in clients)
-    if max_width is None:
-        max_width = max(min(unit_cap, 2 * widest), widest)
-    if max_width < widest:
-        raise ValueError(f"max_width={max_width} is below the widest client ({widest} units)")
-
-    s0 = 1.0 / _per_coordinate(sigma0_sq, dim, "sigma0_sq")
-    s = 1.0 / _per_coordinate(sigma_sq, dim, "sigma_sq")
-    mu = _per_coordinate(mu0, dim, "mu0")
-    prior = s0 * mu
-
-    a = np.zeros((0, dim))
-    p = np.zeros((0, dim))
-    m = np.zeros(0, dtype=np.int64)
-    assign: list[IntArray | None] = [None] * n_clients
-
-    def add(j: int) -> None:
-        nonlocal a, p, m
-        w = clients[j]
-        n_global = a.shape[0]
-        n_new = min(w.shape[0], max_width - n_global)
-        scores = bbp_map_scores(
-            w, a, p, m, n_clients=n_clients, s0=s0, s=s, mu0=mu, gamma0=gamma0, n_new=n_new,
-            popularity_weight=popularity_weight, popularity_cap=popularity_cap,
-        )  # fmt: skip
-        rows, cols = linear_sum_assignment(-scores)
-        target = np.empty(w.shape[0], dtype=np.int64)
-        target[rows] = cols
-        old = target < n_global
-        is_new = ~old
-        # New units take indices L, L+1, ... in row order.
-        target[is_new] = n_global + np.arange(int(is_new.sum()))
-        u = w * s
-        a[target[old]] += u[old]
-        p[target[old]] += s
-        m[target[old]] += 1
-        a = np.vstack([a, prior + u[is_new]])
-        p = np.vstack([p, np.broadcast_to(s0 + s, (int(is_new.sum()), dim))])
-        m = np.concatenate([m, np.ones(int(is_new.sum()), dtype=np.int64)])
-        assign[j] = target
-
-    def remove(j: int) -> None:
-        nonlocal a, p, m
-        target = assign[j]
-        assert target is not None
-        a[target] -= clients[j] * s
-        p[target] -= s
-        m[target] -= 1
-        assign[j] = None
-        keep = m > 0
-        if not keep.all():
-            new_index = np.cumsum(keep) - 1
-            a, p, m = a[keep], p[keep], m[keep]
-            for k, other in enumerate(assign):
-                if other is not None:
-                    assign[k] = new_index[other]
+    width_limit = _resolve_max_width(max_width, unit_cap, max(w.shape[0] for w in clients))
+    model = _match_model(
+        clients[0].shape[1], sigma0_sq=sigma0_sq, sigma_sq=sigma_sq, mu0=mu0, gamma0=gamma0,
+        n_clients=n_clients, max_width=width_limit, popularity_weight=popularity_weight,
+        popularity_cap=popularity_cap,
+    )  # fmt: skip
 
     order = np.argsort([-w.shape[0] for w in clients], kind="stable")
-    first = int(order[0])
-    a = prior + clients[first] * s
-    p = np.tile(s0 + s, (clients[first].shape[0], 1))
-    m = np.ones(clients[first].shape[0], dtype=np.int64)
-    assign[first] = np.arange(clients[first].shape[0], dtype=np.int64)
+    state = _initial_state(clients, int(order[0]), model)
     for j in order[1:]:
-        add(int(j))
+        state = _add_client(state, clients, int(j), model)
     rng = np.random.default_rng(seed)
     if n_clients > 1:
         for _ in range(iterations):
             for j in rng.permutation(n_clients):
-                remove(int(j))
-                add(int(j))
+                state = _remove_client(state, clients, int(j), model)
+                state = _add_client(state, clients, int(j), model)
 
-    final = [np.asarray(t, dtype=np.int64) for t in assign]
-    width = a.shape[0]
-    sums = np.zeros((width, dim))
-    counts = np.zeros(width, dtype=np.int64)
-    for w, t in zip(clients, final, strict=True):
-        sums[t] += w
-        counts[t] += 1
-    mean = sums / counts[:, None]
-    posterior = a / p
+    final = _final_assignments(state)
+    mean, counts = _matched_mean(clients, final, state.a.shape[0])
+    posterior = state.a / state.p
     return MatchResult(
         global_weights=mean if aggregation == "mean" else posterior,
         assignments=final,

@@ -13,18 +13,21 @@ the factorized layer computes exactly what the original did.
   bias per gate, so reference counts match the dissertation.
 
 ``factorize`` returns a converted deep copy; ``count_macs`` counts conv/FC multiply-adds.
+The rank rule and the SVD split are in :mod:`~flower_suite.models.svd`, the two LSTMs in
+:mod:`~flower_suite.models.lowrank_lstm` (both re-exported here).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterable
+from typing import Literal
 
 import torch
 from torch import nn
 
-from flower_suite.models.lowrank_models import GateLSTM, LowRankLSTM
+from flower_suite.models.lowrank_lstm import GateLSTM, LowRankLSTM
+from flower_suite.models.svd import check_rank_ratio, rank_for, svd_factors
 
 __all__ = [
     "GateLSTM",
@@ -37,61 +40,6 @@ __all__ = [
     "svd_factors",
     "weight_layer_names",
 ]
-
-_RANK_EPS = 1e-9
-
-
-def _check_ratio(rank_ratio: float) -> None:
-    ok = isinstance(rank_ratio, int | float) and not isinstance(rank_ratio, bool)
-    if not (ok and 0.0 < rank_ratio <= 1.0):
-        raise ValueError(f"rank_ratio must lie in (0, 1], got {rank_ratio!r}")
-
-
-def rank_for(a: int, b: int, rank_ratio: float) -> int:
-    """Rank of an ``a x b`` (unrolled) weight: ``max(1, floor(rank_ratio * min(a, b)))``.
-
-    A tiny epsilon guards against float round-off (``0.29 * 100`` is 28.999...).
-
-    >>> rank_for(576, 64, 0.25), rank_for(4608, 512, 0.25), rank_for(1500, 1500, 0.25)
-    (16, 128, 375)
-    """
-    _check_ratio(rank_ratio)
-    if a < 1 or b < 1:
-        raise ValueError(f"weight dimensions must be positive, got {a} x {b}")
-    return max(1, math.floor(rank_ratio * min(a, b) + _RANK_EPS))
-
-
-def _thin_svd(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD through a QR of the long side first (LAPACK's rectangular SVD is far slower)."""
-    rows, cols = m.shape
-    if rows > cols:
-        q, r = torch.linalg.qr(m)
-        p, s, qt = torch.linalg.svd(r)
-        return q @ p, s, qt
-    if cols > rows:
-        q, r = torch.linalg.qr(m.T)
-        p, s, qt = torch.linalg.svd(r.T)
-        return p, s, qt @ q.T
-    return torch.linalg.svd(m)
-
-
-def svd_factors(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best rank-``rank`` split ``matrix ≈ left @ right`` with the S^{1/2} on both sides.
-
-    ``matrix`` is ``(rows, cols)``; returns ``left = P_r S_r^{1/2}`` ``(rows, rank)`` and
-    ``right = S_r^{1/2} Q_rᵀ`` ``(rank, cols)``. The SVD runs in float64 and the factors come
-    back in ``matrix``'s dtype. On the meta device only the shapes are produced.
-    """
-    rows, cols = matrix.shape
-    if not 1 <= rank <= min(rows, cols):
-        raise ValueError(f"rank must lie in [1, {min(rows, cols)}], got {rank}")
-    if matrix.is_meta:
-        return matrix.new_empty(rows, rank), matrix.new_empty(rank, cols)
-    p, s, qt = _thin_svd(matrix.detach().to(torch.float64))
-    root = s[:rank].sqrt()
-    left = p[:, :rank] * root
-    right = root[:, None] * qt[:rank]
-    return left.to(matrix.dtype), right.to(matrix.dtype)
 
 
 class LowRankLinear(nn.Module):
@@ -163,13 +111,14 @@ class LowRankConv2d(nn.Module):
         padding: int | tuple[int, int] | str = 0,
         dilation: int | tuple[int, int] = 1,
         bias: bool = True,
-        padding_mode: str = "zeros",
+        padding_mode: Literal["zeros", "reflect", "replicate", "circular"] = "zeros",
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        k_h, k_w = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        k = (k_h, k_w)
         if not 1 <= rank <= min(out_channels, in_channels * k[0] * k[1]):
             raise ValueError(f"rank {rank} out of range for a {in_channels}->{out_channels} conv")
         self.in_channels, self.out_channels, self.rank = in_channels, out_channels, rank
@@ -202,6 +151,8 @@ class LowRankConv2d(nn.Module):
         if layer.groups != 1:
             raise ValueError("grouped/depthwise convolutions are not factorized")
         w = layer.weight
+        # torch types Conv2d's kernel_size/stride/padding/dilation attributes as
+        # tuple[int, ...], its constructor as int | tuple[int, int]: always 2-tuples here.
         new = cls(
             layer.in_channels,
             layer.out_channels,
@@ -276,6 +227,7 @@ def _convert(
             return None
         if not svd_init:
             w = module.weight
+            # (torch's Conv2d attribute vs constructor types: see from_conv)
             return LowRankConv2d(
                 module.in_channels,
                 module.out_channels,
@@ -338,7 +290,7 @@ def factorize(
     Linear layers whose weight is shared with another module (tied embeddings) and grouped
     convs are never converted. Everything else (BatchNorm statistics, biases) is copied as is.
     """
-    _check_ratio(rank_ratio)
+    check_rank_ratio(rank_ratio)
     new = copy.deepcopy(model)
     keep = set(keep_full_rank)
     names = weight_layer_names(new)

@@ -14,7 +14,8 @@ from typing import Any
 
 from torch import nn
 
-from flower_suite.models.lowrank import _check_ratio, factorize
+from flower_suite.models.lowrank import factorize
+from flower_suite.models.svd import check_rank_ratio
 
 # ConfigRecord keys (kebab-case like the rest of the round config).
 RATIO_KEY = "lowrank-ratio"
@@ -31,7 +32,7 @@ class LowRankSpec:
     keep_first_and_last: bool = True
 
     def __post_init__(self) -> None:
-        _check_ratio(self.rank_ratio)
+        check_rank_ratio(self.rank_ratio)
         if isinstance(self.keep_full_rank, str) or not all(
             isinstance(name, str) for name in self.keep_full_rank
         ):

@@ -24,10 +24,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from flower_suite.models.lowrank import factorize, weight_layer_names
-from flower_suite.models.lowrank_models import GateLSTM
+from flower_suite.models.lowrank_lstm import GateLSTM
 from flower_suite.models.resnet import ResNet18
 
-_VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M")
+_VGG19: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M")
 _VGG19 += (512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 
 
@@ -192,6 +192,8 @@ class Transformer(nn.Module):
     Defaults (Table 4.3): vocabulary 9,521, N=6, 8 heads, d_model 512, d_ff 2048, LN eps 1e-6:
     48,978,432 parameters.
     """
+
+    positions: torch.Tensor  # (max_len, d_model) sinusoidal table, a non-persistent buffer
 
     def __init__(
         self,

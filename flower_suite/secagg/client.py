@@ -89,7 +89,7 @@ class SecAggClient:
 
     @property
     def params(self) -> SecAggParams:
-        return SecAggParams.from_dict(self.state.params)  # type: ignore[arg-type]
+        return SecAggParams.from_dict(self.state.params)
 
     def _expect(self, stage: Stage, round_id: bytes, completed: Stage) -> None:
         if self.state.stage != int(completed):

@@ -127,9 +127,10 @@ class Message:
                 raise SecAggError(
                     f"{cls.__name__}.{name}: expected {kind}, got {type(value).__name__}"
                 )
-            if kind == "ids":
+            # (ids and blobs travel as bytes: checked just above)
+            if kind == "ids" and isinstance(value, bytes):
                 value = tuple(unpack_ids(value))
-            elif kind == "blobs":
+            elif kind == "blobs" and isinstance(value, bytes):
                 value = tuple(unpack_blobs(value))
             values[name] = value
         return cls(**values)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -33,14 +33,14 @@ MAX_MODULUS_BITS = 64
 DEFAULT_MIN_MODULUS_BITS = 32
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int | np.integer[Any]]:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def _integral(name: str, value: object) -> int:
     """``value`` as an int; integral floats (Flower's ``max_weight=1000.0``) are accepted."""
     if _is_int(value):
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     raise ValueError(f"{name} must be an integer, got {value!r}")

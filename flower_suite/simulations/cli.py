@@ -1,9 +1,14 @@
 """``flower-suite``: run experiments from TOML files, and the README's demo.
 
-flower-suite run EXPERIMENT.toml [--set key=value ...] [--output-dir DIR]
-flower-suite demo [--set key=value ...]
+flower-suite run EXPERIMENT [--set key=value ...] [--output-dir DIR] [--no-record] [--dry-run]
+flower-suite demo [--set key=value ...] [--output-dir DIR] [--no-record] [--dry-run]
 flower-suite list
 flower-suite bench GRID.toml [--output DIR] [--parallel N] [--no-resume] [--dry-run]
+
+EXPERIMENT is a TOML file or a packaged preset name (``flower-suite list``). ``run --dry-run``
+does everything ``run`` checks before Ray starts (``prepare``: config, strategy with its
+wrappers and contract, data, partitions, model), prints a summary and exits 0. A config error
+exits 2 with ``config error: <field>: ...`` and no traceback, with or without ``--dry-run``.
 """
 
 from __future__ import annotations
@@ -13,11 +18,18 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flower_suite.data.registry import DATASETS
+from flower_suite.models import MODELS, count_parameters
+from flower_suite.simulations.bench import ProgressEvent, run_bench
 from flower_suite.simulations.config import ConfigError, ExperimentConfig, load_config, presets
+from flower_suite.simulations.engine.runner import prepare, run_experiment
+from flower_suite.simulations.engine.task import ExperimentTask
+from flower_suite.strategies import STRATEGIES
 
 DEMO_PRESET = "digits_fedavg"
 _COLUMNS = ("test-acc", "test-loss", "train-loss", "client-eval-acc", "bytes-sent", "elapsed-s")
@@ -44,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--output-dir", default=None, help="where run directories go")
         cmd.add_argument("--no-record", action="store_true", help="do not write a run directory")
         cmd.add_argument("--verbose", action="store_true", help="show Flower's INFO logs")
+        cmd.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="load the data, check the model and build the strategy (everything `run` "
+            "checks before Ray starts), print a summary and exit; nothing is trained or written",
+        )
     sub.add_parser("list", help="list presets, data sets, models and strategies")
     bench = sub.add_parser(
         "bench", help="run a grid of experiments (axes x seeds): resumable, CSV, table, plots"
@@ -89,8 +107,6 @@ def round_table(rows: Sequence[Mapping[str, Any]], title: str = "") -> Table:
 
 
 def _run(config: ExperimentConfig, args: argparse.Namespace, console: Console) -> int:
-    from flower_suite.simulations.runner import run_experiment
-
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -119,11 +135,47 @@ def _run(config: ExperimentConfig, args: argparse.Namespace, console: Console) -
     return 0
 
 
-def _list(console: Console) -> int:
-    from flower_suite.data.registry import DATASETS
-    from flower_suite.models import MODELS
-    from flower_suite.strategies import STRATEGIES
+def _kwargs(kwargs: Mapping[str, Any]) -> str:
+    return f" ({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})" if kwargs else ""
 
+
+def dry_run_summary(task: ExperimentTask) -> list[str]:
+    """What ``--dry-run`` prints: the experiment as ``prepare`` resolved it, one line a field."""
+    config = task.config
+    train, test = task.data()
+    model = task.build_model(seed=0)
+    params = f"{count_parameters(model):,} parameters"
+    spec = task.lowrank_spec
+    if spec is not None:
+        low = count_parameters(spec.apply(model, svd_init=False))  # the structure suffices
+        params += (
+            f"; {low:,} after the low-rank switch (rank ratio {spec.rank_ratio}, "
+            f"{config.lowrank.warmup_rounds} warm-up rounds)"
+        )
+    per_round = f"{config.sampled_clients} per round"
+    if config.evaluate_clients:
+        per_round += f", {config.evaluate_clients} evaluating"
+    lines = [
+        f"experiment: {config.name} (seed {config.seed})",
+        f"dataset: {config.data.dataset} ({len(train):,} train / {len(test):,} test, "
+        f"{test.num_classes} classes), partition {config.partition.scheme}",
+        f"model: {config.model.name}{_kwargs(config.model.kwargs)}, {params}",
+        f"strategy: {config.strategy.name}{_kwargs(config.strategy.kwargs)}",
+        f"clients: {config.num_clients}, {per_round}",
+        f"rounds: {config.rounds}",
+    ]
+    plan = task.threat_plan()
+    if plan is not None:
+        lines.append(f"attack: {plan.attack.name}, attacker partitions {list(plan.attackers)}")
+    if config.secagg_enabled:
+        lines.append(f"secagg:{_kwargs(config.secagg)}")
+    if config.resources.num_gpus:
+        note = "" if torch.cuda.is_available() else " (torch sees no CUDA device on this machine)"
+        lines.append(f"resources: {config.resources.num_gpus} GPU per client{note}")
+    return lines
+
+
+def _list(console: Console) -> int:
     for title, names in (
         ("presets", presets()),
         ("data sets", sorted(DATASETS)),
@@ -135,9 +187,7 @@ def _list(console: Console) -> int:
 
 
 def _bench(args: argparse.Namespace, console: Console) -> int:
-    from flower_suite.simulations.bench import run_bench
-
-    def on_progress(event: Any) -> None:
+    def on_progress(event: ProgressEvent) -> None:
         style = {"failed": "red", "skipped": "dim", "done": "green"}.get(event.status, "")
         line = event.line()
         console.print(
@@ -197,13 +247,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     experiment = DEMO_PRESET if args.command == "demo" else args.experiment
     try:
         config = load_config(experiment, args.overrides)
-        from flower_suite.simulations.runner import prepare
-
-        prepare(config)  # data, partitions, model shape: fail before Ray starts
+        # data, partitions, model shape, strategy and its contract: fail before Ray starts
+        task = prepare(config)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]config error:[/red] {err}", highlight=False)
         return 2
-    return _run(config, args, console)
+    if args.dry_run:
+        for line in dry_run_summary(task):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        console.print("dry run: the config is valid; nothing was run", highlight=False)
+        return 0
+    try:
+        return _run(config, args, console)
+    except ConfigError as err:  # raised before Ray starts (e.g. an unwritable output_dir)
+        console.print(f"[red]config error:[/red] {err}", highlight=False)
+        return 2
 
 
 if __name__ == "__main__":

@@ -28,10 +28,11 @@ from flwr.serverapp import Grid, ServerApp
 
 from flower_suite.clients.client_app import ClientData, partition_id_of
 from flower_suite.simulations.config import ExperimentConfig, load_config
-from flower_suite.simulations.recording import RunRecorder
-from flower_suite.simulations.runner import simulation_client_app
-from flower_suite.simulations.server import server_main
-from flower_suite.simulations.task import ExperimentTask
+from flower_suite.simulations.engine.client_app import simulation_client_app
+from flower_suite.simulations.engine.recording import RunRecorder
+from flower_suite.simulations.engine.runner import prepare
+from flower_suite.simulations.engine.server import server_main
+from flower_suite.simulations.engine.task import ExperimentTask
 
 DEFAULT_EXPERIMENT = "digits_fedavg"
 OUTPUT_DIR_ENV = "FLOWER_SUITE_OUTPUT_DIR"
@@ -94,5 +95,6 @@ server_app = ServerApp()
 @server_app.main()
 def _main(grid: Grid, context: Context) -> None:
     config = config_from_run_config(context.run_config)
+    task = prepare(config)  # the checks `flower-suite run` makes, before any round
     recorder = RunRecorder.create(os.environ.get(OUTPUT_DIR_ENV, config.output_dir), config.name)
-    server_main(grid, config, recorder=recorder)
+    server_main(grid, config, recorder=recorder, task=task)

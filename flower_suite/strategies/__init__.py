@@ -43,7 +43,7 @@ from flower_suite.strategies.robust_rules import (
 from flower_suite.strategies.secagg import SecAggPlus, SecAggRoundRecord
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
-for _name, _factory in (
+_BUILTIN: tuple[tuple[str, Callable[..., Strategy]], ...] = (
     ("fedavg", FedAvg),
     ("fedprox", FedProx),
     ("krum", Krum),
@@ -56,22 +56,18 @@ for _name, _factory in (
     ("signsgd", SignSGD),
     ("centeredclipping", CenteredClipping),
     ("detox", DETOX),
-):
-    STRATEGIES.register(_name, _factory)
-
-# Backdoor defenses (issue 4).
-for _name, _factory in (
+    # Backdoor defenses (issue 4).
     ("normclipping", NormClipping),
     ("ndc", NormClipping),
     ("weakdp", WeakDP),
     ("flame", FLAME),
     ("foolsgold", FoolsGold),
     ("crfl", CRFL),
-):
+    # FedMA (issue 6): layer-wise matched averaging with its own round structure.
+    ("fedma", FedMA),
+)
+for _name, _factory in _BUILTIN:
     STRATEGIES.register(_name, _factory)
-
-# FedMA (issue 6): layer-wise matched averaging with its own round structure.
-STRATEGIES.register("fedma", FedMA)
 
 
 def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:

@@ -26,7 +26,7 @@ from logging import WARNING
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Message
-from flwr.common.logger import log
+from flwr.common import log
 
 from flower_suite.aggregation.weights import screen_weights
 from flower_suite.wire.array import NPY_STYPE, ReplyError, read_array

@@ -1,16 +1,16 @@
-"""Backdoor-defense strategies (issue 4), thin Message-API classes over
+"""Clipping and noise defenses (issue 4): thin Message-API classes over
 :mod:`flower_suite.defenses`.
 
 - :class:`NormClipping` (NDC; Sun et al., 2019) and :class:`WeakDP` clip every update and then
   run *any* rule of :data:`flower_suite.aggregation.AGGREGATORS` (``aggregation="krum"`` gives
   "NDC + Krum"); WeakDP adds Gaussian noise to the aggregate.
-- :class:`FLAME` (Nguyen et al., 2022): HDBSCAN on cosine distances, median-norm clipping, noise.
-- :class:`FoolsGold` (Fung et al., 2020): weights from the similarity of per-node histories.
 - :class:`CRFL` (Xie et al., 2021): clip the new global model's norm and add parameter noise.
+- :class:`FLAME` and :class:`FoolsGold` live in :mod:`.similarity_defenses` (re-exported).
 
-Each keeps FedAvg's constructor arguments and round structure (:class:`RobustFedAvg`), records
-per-round diagnostics in ``records[round].info`` (floats) and owns one seeded
-``torch.Generator``, so a run with a fixed ``seed`` repeats bitwise.
+Each takes FedAvg's arguments in FedAvg's order, then keyword-only parameters of its own,
+keeps FedAvg's round structure (:class:`RobustFedAvg`), records per-round diagnostics in
+``records[round].info`` (floats) and owns one seeded ``torch.Generator``, so a run with a fixed
+``seed`` repeats bitwise.
 """
 
 from __future__ import annotations
@@ -18,93 +18,34 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
-from flwr.app import ArrayRecord, Message
 
 from flower_suite.aggregation.base import AggregationResult
-from flower_suite.aggregation.requirements import check_rule_params, min_inputs
-from flower_suite.defenses.clipping import bind_rule, check_positive, norm_clipping
-from flower_suite.defenses.flame import MIN_CLIENTS, flame
-from flower_suite.defenses.foolsgold import (
-    FoolsGoldHistory,
-    apply_foolsgold_weights,
-    foolsgold_weights,
-)
+from flower_suite.defenses.clipping import check_positive, norm_clipping
 from flower_suite.defenses.noise import crfl, make_generator, weak_dp
-from flower_suite.strategies.decoding import ArrayLayout, DecodedReplies
-from flower_suite.strategies.robust import RobustFedAvg
+from flower_suite.strategies.defense_base import (
+    BATCHNORM_BUFFERS,
+    ComposedDefense,
+    DefenseBase,
+    inner_min_replies,
+)
+from flower_suite.strategies.robust import DEFAULT_WEIGHT_CAP, MetricsAggr
+from flower_suite.strategies.similarity_defenses import FLAME, FoolsGold
 
-# Array-name suffixes left out of FLAME's clustering vector (BatchNorm statistics).
-BATCHNORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def inner_min_replies(name: str, kwargs: Mapping[str, Any]) -> int:
-    """Fewest updates the named ``AGGREGATORS`` rule accepts with ``kwargs``."""
-    return min_inputs(name, kwargs) if isinstance(name, str) else 1
-
-
-class _DefenseBase(RobustFedAvg):
-    """Keeps the round's array layout and flat global model for rules that need them."""
-
-    # Clipping norms, cosine similarities and histories are measured on true updates.
-    needs_sent_model = True
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._layout: ArrayLayout | None = None
-        self._global_flat: np.ndarray | None = None
-
-    def robust_step(
-        self, server_round: int, replies: Sequence[Message], global_arrays: ArrayRecord | None
-    ) -> tuple[ArrayRecord | None, DecodedReplies | None]:
-        if global_arrays is not None:
-            self._layout = ArrayLayout.of(global_arrays)
-            self._global_flat = self._layout.flatten(global_arrays)
-        return super().robust_step(server_round, replies, global_arrays)
-
-    def _column_mask(self, exclude_suffixes: Sequence[str]) -> torch.Tensor | None:
-        """Boolean (d,) mask of floating arrays not named ``*<suffix>``; None if all pass."""
-        if self._layout is None:
-            return None
-        mask = np.ones(self._layout.size, dtype=bool)
-        for key, shape, dtype, offset in zip(
-            self._layout.keys,
-            self._layout.shapes,
-            self._layout.dtypes,
-            self._layout.offsets,
-            strict=True,
-        ):
-            if not np.issubdtype(dtype, np.floating) or key.endswith(tuple(exclude_suffixes)):
-                mask[offset : offset + int(np.prod(shape, dtype=np.int64))] = False
-        return None if mask.all() else torch.from_numpy(mask)
+__all__ = [
+    "BATCHNORM_BUFFERS",
+    "CRFL",
+    "FLAME",
+    "ComposedDefense",
+    "DefenseBase",
+    "FoolsGold",
+    "NormClipping",
+    "WeakDP",
+    "inner_min_replies",
+]
 
 
-class _ComposedDefense(_DefenseBase):
-    """A defense that runs a named ``AGGREGATORS`` rule inside (NDC, weak DP, CRFL)."""
-
-    def __init__(
-        self,
-        *args: Any,
-        aggregation: str = "mean",
-        aggregation_kwargs: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.aggregation = aggregation
-        self.aggregation_kwargs = dict(aggregation_kwargs or {})
-        if isinstance(aggregation, str):
-            check_rule_params(aggregation, self.aggregation_kwargs, owner=self.rule_name)
-        self._inner = bind_rule(aggregation, self.aggregation_kwargs)  # checks name and kwargs
-
-    def min_replies(self) -> int:
-        return inner_min_replies(self.aggregation, self.aggregation_kwargs)
-
-    def settings(self) -> dict[str, object]:
-        return {"aggregation": self.aggregation, **self.aggregation_kwargs}
-
-
-class NormClipping(_ComposedDefense):
+class NormClipping(ComposedDefense):
     """Norm-difference clipping (NDC): ``x_i <- x_i / max(1, ||x_i|| / max_norm)`` for every
     update, then ``aggregation`` (default FedAvg's weighted mean).
 
@@ -124,8 +65,38 @@ class NormClipping(_ComposedDefense):
 
     rule_name = "NormClipping"
 
-    def __init__(self, *args: Any, max_norm: float = 2.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        *,
+        max_norm: float = 2.0,
+        aggregation: str = "mean",
+        aggregation_kwargs: Mapping[str, Any] | None = None,
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
+    ) -> None:
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            weight_cap=weight_cap,
+        )
+        self._bind_aggregation(aggregation, aggregation_kwargs)
         check_positive(max_norm, name="max_norm", rule=self.rule_name)
         self.max_norm = max_norm
 
@@ -155,9 +126,41 @@ class WeakDP(NormClipping):
     rule_name = "WeakDP"
 
     def __init__(
-        self, *args: Any, noise_std: float = 0.005, seed: int | None = 0, **kwargs: Any
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        *,
+        max_norm: float = 2.0,
+        noise_std: float = 0.005,
+        seed: int | None = 0,
+        aggregation: str = "mean",
+        aggregation_kwargs: Mapping[str, Any] | None = None,
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            max_norm=max_norm,
+            aggregation=aggregation,
+            aggregation_kwargs=aggregation_kwargs,
+            weight_cap=weight_cap,
+        )
         check_positive(noise_std, name="noise_std", rule=self.rule_name, allow_zero=True)
         self.noise_std, self.seed = noise_std, seed
         self.generator = make_generator(seed)
@@ -178,131 +181,7 @@ class WeakDP(NormClipping):
         )
 
 
-class FLAME(_DefenseBase):
-    """FLAME: admit the majority HDBSCAN cluster of cosine distances between updates, clip the
-    admitted updates to the median norm ``S`` of all updates, average, add
-    ``N(0, (noise_lambda * S)^2 I)``. Needs at least 3 replies.
-
-    Parameters (after FedAvg's)
-    ---------------------------
-    noise_lambda : float, default 0.001
-        The paper's ``lambda`` (0.001 for image classification, 0.01 for NLP).
-    min_cluster_size : int or None, default None
-        HDBSCAN's ``min_cluster_size``; None means ``n // 2 + 1`` (the paper).
-    weighted : bool, default False
-        Weight the admitted average by ``num-examples`` (the paper averages uniformly).
-    exclude_from_clustering : tuple of str
-        Array-name suffixes left out of the clustering vector (default: BatchNorm statistics);
-        integer arrays are always left out.
-    seed : int or None, default 0
-        Seeds the noise generator (created once, advanced every round).
-
-    ``records[round]``: ``selected`` = admitted node ids; ``info``: ``admitted``, ``clusters``,
-    ``median-norm``, ``fraction-clipped``, ``noise-std``.
-    """
-
-    rule_name = "FLAME"
-
-    def __init__(
-        self,
-        *args: Any,
-        noise_lambda: float = 0.001,
-        min_cluster_size: int | None = None,
-        weighted: bool = False,
-        exclude_from_clustering: Sequence[str] = BATCHNORM_BUFFERS,
-        seed: int | None = 0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        check_positive(noise_lambda, name="noise_lambda", rule=self.rule_name, allow_zero=True)
-        if min_cluster_size is not None and (
-            not isinstance(min_cluster_size, int) or min_cluster_size < 2
-        ):
-            raise ValueError(
-                f"FLAME: min_cluster_size must be an integer >= 2 or None, not {min_cluster_size!r}"
-            )
-        self.noise_lambda = noise_lambda
-        self.min_cluster_size = min_cluster_size
-        self.weighted = weighted
-        self.exclude_from_clustering = tuple(exclude_from_clustering)
-        self.seed = seed
-        self.generator = make_generator(seed)
-
-    def min_replies(self) -> int:
-        return max(MIN_CLIENTS, self.min_cluster_size or 0)
-
-    def settings(self) -> dict[str, object]:
-        return {
-            "noise_lambda": self.noise_lambda,
-            "min_cluster_size": self.min_cluster_size or "n//2+1",
-            "weighted": self.weighted,
-            "seed": self.seed,
-        }
-
-    def rule(
-        self, updates: torch.Tensor, weights: torch.Tensor, node_ids: Sequence[int]
-    ) -> AggregationResult:
-        return flame(
-            updates,
-            weights,
-            noise_lambda=self.noise_lambda,
-            min_cluster_size=self.min_cluster_size,
-            generator=self.generator,
-            weighted=self.weighted,
-            cluster_mask=self._column_mask(self.exclude_from_clustering),
-        )
-
-
-class FoolsGold(_DefenseBase):
-    """FoolsGold: per-node summed update histories (keyed by node id, so partial participation
-    and reply order never mix clients up), cosine similarity, pardoning, logit weighting; the
-    round's update is ``sum_i alpha_i x_i / sum_i alpha_i``.
-
-    Parameters (after FedAvg's)
-    ---------------------------
-    kappa : float, default 1.0
-        The paper's logit confidence parameter.
-    scope : "all" or "round", default "all"
-        Compare each participant's history with every node's history seen so far ("all":
-        sybils are caught even when they are not sampled together) or only with this round's
-        participants ("round").
-
-    ``records[round].info``: ``weight-<node id>`` for every participant, ``min-weight``,
-    ``mean-weight``, ``zero-weight``; ``selected`` = participants with a weight > 0.
-    """
-
-    rule_name = "FoolsGold"
-
-    def __init__(self, *args: Any, kappa: float = 1.0, scope: str = "all", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        check_positive(kappa, name="kappa", rule=self.rule_name)
-        if scope not in ("all", "round"):
-            raise ValueError(f"FoolsGold: scope must be 'all' or 'round', not {scope!r}")
-        self.kappa, self.scope = kappa, scope
-        self.history = FoolsGoldHistory()
-
-    def settings(self) -> dict[str, object]:
-        return {"kappa": self.kappa, "scope": self.scope}
-
-    def rule(
-        self, updates: torch.Tensor, weights: torch.Tensor, node_ids: Sequence[int]
-    ) -> AggregationResult:
-        self.history.update(node_ids, updates)  # the paper's history includes this round
-        if self.scope == "round":
-            alpha = foolsgold_weights(self.history.matrix(node_ids), kappa=self.kappa)
-        else:
-            everyone = self.history.node_ids
-            alpha_all = foolsgold_weights(self.history.matrix(everyone), kappa=self.kappa)
-            position = {node: i for i, node in enumerate(everyone)}
-            alpha = alpha_all[[position[int(node)] for node in node_ids]]
-        result = apply_foolsgold_weights(updates, alpha)
-        per_node = {
-            f"weight-{int(node)}": float(a) for node, a in zip(node_ids, alpha, strict=True)
-        }
-        return AggregationResult(result.aggregate, result.selected, {**result.info, **per_node})
-
-
-class CRFL(_ComposedDefense):
+class CRFL(ComposedDefense):
     """CRFL training: ``w' = w + aggregation(updates)``, then the new global model is
     ``w' / max(1, ||w'|| / rho) + N(0, sigma^2 I)``. The norm and noise cover floating-point
     arrays only (integer buffers such as ``num_batches_tracked`` are left alone). CRFL's
@@ -327,13 +206,38 @@ class CRFL(_ComposedDefense):
 
     def __init__(
         self,
-        *args: Any,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        *,
         rho: float,
         sigma: float = 0.01,
         seed: int | None = 0,
-        **kwargs: Any,
+        aggregation: str = "mean",
+        aggregation_kwargs: Mapping[str, Any] | None = None,
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            weight_cap=weight_cap,
+        )
+        self._bind_aggregation(aggregation, aggregation_kwargs)
         check_positive(rho, name="rho", rule=self.rule_name)
         check_positive(sigma, name="sigma", rule=self.rule_name, allow_zero=True)
         self.rho, self.sigma, self.seed = rho, sigma, seed

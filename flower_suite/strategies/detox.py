@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from flower_suite.aggregation import AGGREGATORS
 from flower_suite.aggregation.base import AggregationResult
@@ -32,7 +31,9 @@ from flower_suite.aggregation.detox import (
     make_node_groups,
     max_byzantine_groups,
 )
-from flower_suite.strategies.robust import RobustFedAvg
+from flower_suite.flower_compat import sample_nodes
+from flower_suite.strategies.contract import Capabilities, ContractError, ExperimentSizes
+from flower_suite.strategies.robust import DEFAULT_WEIGHT_CAP, MetricsAggr, RobustFedAvg
 
 # Rules that take `num_malicious_nodes`: sized with the surviving Byzantine votes q_hat.
 _F_RULES = ("krum", "multi_krum", "bulyan")
@@ -41,8 +42,8 @@ _F_RULES = ("krum", "multi_krum", "bulyan")
 class DETOX(RobustFedAvg):
     """DETOX with node groups of ``redundancy`` and HIER-AGGR(``inner``, ``outer``).
 
-    Parameters (after FedAvg's)
-    ---------------------------
+    Parameters (FedAvg's in FedAvg's order, then keyword-only)
+    ----------------------------------------------------------
     redundancy : int, default 3
         Odd node-group size r; the number of nodes must be a multiple of r.
     num_malicious_nodes : int, default 0
@@ -64,11 +65,28 @@ class DETOX(RobustFedAvg):
     """
 
     rule_name = "DETOX"
-    needs_sent_model = True  # node groups are assigned in configure_train
+    # Node groups are assigned in configure_train; every group member trains every round on
+    # the partition the server names.
+    capabilities = Capabilities(
+        needs_sent_model=True,
+        server_assigned_data=True,
+        full_participation=True,
+        simulation_only=True,
+    )
 
     def __init__(
         self,
-        *args: Any,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        *,
         redundancy: int = 3,
         num_malicious_nodes: int = 0,
         num_vote_groups: int = 1,
@@ -79,9 +97,21 @@ class DETOX(RobustFedAvg):
         tolerance: float | None = None,
         on_no_majority: str = "zero",
         seed: int = 0,
-        **kwargs: Any,
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            weight_cap=weight_cap,
+        )
         if redundancy < 1 or redundancy % 2 == 0:
             raise ValueError(f"DETOX: redundancy must be odd and >= 1, not {redundancy}")
         if num_malicious_nodes < 0 or num_vote_groups < 1:
@@ -162,6 +192,34 @@ class DETOX(RobustFedAvg):
 
     def min_replies(self) -> int:
         return self.redundancy
+
+    def check_sizes(self, sizes: ExperimentSizes) -> None:
+        """Every node trains every round, in complete groups of ``redundancy``, and the vote
+        groups must be large enough for the inner rule (checked before the run, not at the
+        first ``configure_train``)."""
+        if sizes.num_clients % self.redundancy:
+            raise ContractError(
+                "num_clients",
+                f"DETOX needs a multiple of redundancy={self.redundancy} nodes, "
+                f"not {sizes.num_clients}",
+            )
+        if sizes.clients_per_round < sizes.num_clients:
+            raise ContractError(
+                "clients_per_round",
+                "DETOX trains every node every round (groups must stay complete); "
+                f"sample all {sizes.num_clients}",
+            )
+        try:
+            check_vote_group_rule(
+                num_nodes=sizes.num_clients,
+                num_byzantine=self.num_malicious_nodes,
+                redundancy=self.redundancy,
+                num_vote_groups=self.num_vote_groups,
+                inner=self.inner_name,
+                outer=self.outer_name,
+            )
+        except ValueError as err:
+            raise ContractError("strategy.num_vote_groups", str(err)) from None
 
     def rule(
         self, updates: torch.Tensor, weights: torch.Tensor, node_ids: Sequence[int]

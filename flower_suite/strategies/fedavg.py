@@ -9,7 +9,7 @@ order and compute the same weighted mean (McMahan et al., 2017), as
 
 Unlike the robust rules, the weights are not capped by default (``weight_cap=None``): FedAvg
 trusts reported example counts, as Flower does. FedAvg is the one rule that needs only the sum
-of the updates, so it may run under secure aggregation (``secure_aggregation_ok``).
+of the updates, so it may run under secure aggregation (its ``capabilities``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from logging import INFO, WARNING
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
 
 from flower_suite.aggregation.base import AggregationResult
 from flower_suite.aggregation.mean import weighted_mean
+from flower_suite.strategies.contract import Capabilities
 from flower_suite.strategies.robust import MetricsAggr, RobustFedAvg
 
 
@@ -35,7 +36,7 @@ class FedAvg(RobustFedAvg):
     """
 
     rule_name = "FedAvg"
-    secure_aggregation_ok = True
+    capabilities = Capabilities(secure_aggregation=True)
 
     def __init__(
         self,

@@ -31,30 +31,25 @@ from logging import INFO, WARNING
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
-from flwr.serverapp.strategy.strategy_utils import (
+from torch import nn
+
+from flower_suite.flower_compat import (
     aggregate_metricrecords,
     log_strategy_start_info,
 )
-from torch import nn
-
-from flower_suite.clients.fedma_client import FEDMA_EVALUATE
-from flower_suite.matching.architecture import (
-    count_state_parameters,
-    matchable_layers,
-    model_for_state,
-    state_shapes,
+from flower_suite.matching.architecture import matchable_layers, model_for_state, state_shapes
+from flower_suite.strategies.contract import (
+    Capabilities,
+    ExperimentSizes,
+    check_min_replies,
 )
-from flower_suite.strategies.fedma_state import (
-    FedMAConfig,
-    FedMAPass,
-    array_record_bytes,
-    check_initial_arrays,
-    sample,
-)
+from flower_suite.strategies.fedma_records import FedMARecords
+from flower_suite.strategies.fedma_state import FedMAConfig, FedMAPass, check_initial_arrays, sample
 from flower_suite.strategies.round_loop import run_rounds
+from flower_suite.wire.keys import FEDMA_EVALUATE
 
 __all__ = ["FedMA"]
 
@@ -105,16 +100,14 @@ class FedMA(Strategy):
 
     Attributes
     ----------
-    width_history:
-        FedMA round -> global width of each hidden layer.
-    growth_history:
-        FedMA round -> parameters of the global model / parameters of ``model_fn()``.
-    matching_time:
-        FedMA round -> seconds spent matching and averaging each hidden layer.
-    bytes_history:
-        FedMA round -> ``{"sent": ..., "received": ...}``: bytes of all ArrayRecords this
-        strategy sent and received in that round's training exchanges (4 bytes per float32).
+    width_history, growth_history, matching_time, bytes_history:
+        FedMA round -> hidden-layer widths, growth of the global model over ``model_fn()``,
+        seconds spent matching each hidden layer, and ``{"sent": ..., "received": ...}``
+        ArrayRecord bytes of the training exchanges (:class:`FedMARecords`, spec §7-§8).
     """
+
+    # Layer-wise train.fedma rounds of its own; the global model grows.
+    capabilities = Capabilities(own_round_structure=True, changes_architecture=True)
 
     def __init__(
         self,
@@ -182,10 +175,12 @@ class FedMA(Strategy):
             shared_init=shared_init,
             seed=seed,
         )
-        self.width_history: dict[int, list[int]] = {}
-        self.growth_history: dict[int, float] = {}
-        self.matching_time: dict[int, list[float]] = {}
-        self.bytes_history: dict[int, dict[str, int]] = {}
+        self.records = FedMARecords()
+        # The documented names alias the records' dicts, which start() clears in place.
+        self.width_history = self.records.widths
+        self.growth_history = self.records.growth
+        self.matching_time = self.records.matching_time
+        self.bytes_history = self.records.bytes
         self._dtype = next(template.parameters()).detach().numpy().dtype
         self._pass = FedMAPass(self.layers, self.template_shapes, self.config, dtype=self._dtype)
 
@@ -223,7 +218,7 @@ class FedMA(Strategy):
             log(INFO, "configure_train: FedMA round %d, %d clients", fedma_round, len(nodes))
             self._pass.begin(fedma_round, nodes, arrays)
         messages = self._pass.instructions(server_round, step, config)
-        self._count(fedma_round, "sent", (m.content for m in messages))
+        self.records.count_bytes(fedma_round, "sent", (m.content for m in messages))
         return messages
 
     def aggregate_train(
@@ -238,7 +233,7 @@ class FedMA(Strategy):
                 log(
                     WARNING, "FedMA: node %d failed: %s", msg.metadata.src_node_id, msg.error.reason
                 )
-        self._count(fedma_round, "received", (m.content for m in valid))
+        self.records.count_bytes(fedma_round, "received", (m.content for m in valid))
         if len(valid) < self.min_train_nodes:
             log(
                 WARNING,
@@ -257,17 +252,14 @@ class FedMA(Strategy):
             self._pass.match(step)
             return None, metrics
         arrays = self._pass.finish()
-        widths = self._pass.widths
-        self.width_history[fedma_round] = list(widths)
-        self.matching_time[fedma_round] = list(self._pass.seconds)
-        growth = count_state_parameters(state_shapes(arrays)) / count_state_parameters(
-            self.template_shapes
+        self.records.record_pass(
+            fedma_round,
+            global_arrays=arrays,
+            template_shapes=self.template_shapes,
+            widths=self._pass.widths,
+            seconds=self._pass.seconds,
+            metrics=metrics,
         )
-        self.growth_history[fedma_round] = growth
-        metrics["fedma-growth"] = growth
-        metrics["fedma-matching-s"] = float(sum(self._pass.seconds))
-        for index, width in enumerate(widths):
-            metrics[f"fedma-width-{index}"] = width
         return arrays, metrics
 
     def configure_evaluate(
@@ -297,6 +289,13 @@ class FedMA(Strategy):
         if not valid:
             return None
         return self.evaluate_metrics_aggr_fn(valid, self.weighted_by_key)
+
+    def min_replies(self) -> int:
+        """A layer step needs ``min_train_nodes`` replies (else the pass is abandoned)."""
+        return self.min_train_nodes
+
+    def check_sizes(self, sizes: ExperimentSizes) -> None:
+        check_min_replies("FedMA", self.min_replies(), sizes)
 
     def summary(self) -> None:
         """Log the configuration."""
@@ -349,23 +348,19 @@ class FedMA(Strategy):
         train_config: ConfigRecord | None = None,
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+        should_stop: Callable[[int, Result], bool] | None = None,
     ) -> Result:
         """Run ``num_rounds`` FedMA rounds of ``N`` communication rounds each.
 
         Same signature and callbacks as Flower's ``Strategy.start``: ``evaluate_fn`` is called
         with round 0 and the initial arrays, then after every FedMA round with the (grown)
-        global model; ``Result`` metrics are keyed by FedMA round.
+        global model; ``Result`` metrics are keyed by FedMA round; ``should_stop`` (Flower
+        1.43's early stop) is asked after every FedMA round.
         """
         check_initial_arrays(initial_arrays, self.template_shapes)
         # A new run: forget assignments and histories of a previous start() call.
         self._pass = FedMAPass(self.layers, self.template_shapes, self.config, dtype=self._dtype)
-        for history in (
-            self.width_history,
-            self.growth_history,
-            self.matching_time,
-            self.bytes_history,
-        ):
-            history.clear()
+        self.records.clear()
         log(INFO, "Starting FedMA strategy:")
         log_strategy_start_info(num_rounds, initial_arrays, train_config, evaluate_config)
         self.summary()
@@ -391,9 +386,6 @@ class FedMA(Strategy):
             timeout=timeout,
             evaluate_config=evaluate_config,
             evaluate_fn=evaluate_fn,
+            should_stop=should_stop,
             label="FEDMA ROUND",
         )
-
-    def _count(self, fedma_round: int, direction: str, contents: Iterable[RecordDict]) -> None:
-        record = self.bytes_history.setdefault(fedma_round, {"sent": 0, "received": 0})
-        record[direction] += sum(array_record_bytes(c) for c in contents)

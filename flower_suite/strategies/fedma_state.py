@@ -16,13 +16,11 @@ from logging import WARNING
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from numpy.typing import NDArray
 
-from flower_suite.clients.client_app import CLIENT_INFO_KEY
-from flower_suite.clients.fedma_client import ASSIGNMENT_KEY, FEDMA_INFO_KEY, FEDMA_TRAIN
+from flower_suite.flower_compat import sample_nodes
 from flower_suite.matching.layerwise import (
     average_last_layer,
     layer_tensor_names,
@@ -31,6 +29,7 @@ from flower_suite.matching.layerwise import (
 )
 from flower_suite.matching.permutation import LayerSpec, num_units, reconstruct_local
 from flower_suite.strategies.decoding import ReplyError, read_array, screen_messages
+from flower_suite.wire.keys import ASSIGNMENT_KEY, CLIENT_INFO_KEY, FEDMA_INFO_KEY, FEDMA_TRAIN
 
 __all__ = [
     "FedMAConfig",
@@ -231,13 +230,13 @@ class FedMAPass:
                 continue
             info = msg.content.config_records.get(CLIENT_INFO_KEY)
             if info is not None and "partition-id" in info:
-                self.partitions[node] = int(info["partition-id"])
+                self.partitions[node] = int(info["partition-id"])  # type: ignore[arg-type]
             self.class_counts[node] = counts
             self.uploads[node] = uploads
             good[node] = msg.content
         for node, reason in rejected:
             log(WARNING, "FedMA: dropping node %d from the pass: %s", node, reason)
-        self.nodes = self._ordered(good)
+        self.nodes = self._ordered(list(good))
         for node in list(self.pass_assign):
             if node not in good:
                 del self.pass_assign[node]
@@ -262,11 +261,13 @@ class FedMAPass:
         counts = np.asarray(raw_counts, dtype=np.float64)
         if not np.isfinite(counts).all() or (counts < 0).any():
             raise ReplyError("class counts must be finite and >= 0")
-        return {name: self._read_tensor(name, record[name]) for name in names}, counts
+        return {name: self._read_tensor(name, record.get(name)) for name in names}, counts
 
-    def _read_tensor(self, name: str, array: Array) -> np.ndarray:
+    def _read_tensor(self, name: str, array: object) -> np.ndarray:
         """A client's layer tensor: floating, finite, the template's rank and kernel size, not
         absurdly wide; its ``.npy`` bytes checked against its own metadata."""
+        if not isinstance(array, Array):
+            raise ReplyError(f"array {name!r} is not an Array")
         template = tuple(self.template_shapes[name])
         shape = tuple(array.shape)
         if len(shape) != len(template) or shape[2:] != template[2:]:

@@ -8,7 +8,7 @@ run on updates with exact float64 distances. Deliberate differences are listed i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -191,7 +191,7 @@ class Bulyan(RobustFedAvg):
         evaluate_metrics_aggr_fn: MetricsAggr | None = None,
         selection_rule: Callable[..., Any] | None = None,
         *,
-        variant: str = "iterative",
+        variant: Literal["iterative", "one_shot"] = "iterative",
         weight_cap: float | None = DEFAULT_WEIGHT_CAP,
     ) -> None:
         super().__init__(

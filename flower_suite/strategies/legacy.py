@@ -125,7 +125,7 @@ class _LegacyReply:
         self.metadata = _Meta(node_id)
         self.content = RecordDict(
             {
-                arrayrecord_key: ArrayRecord(arrays),  # type: ignore[arg-type]
+                arrayrecord_key: ArrayRecord(arrays),
                 "metrics": MetricRecord({weighted_by_key: _as_weight(num_examples)}),
             }
         )

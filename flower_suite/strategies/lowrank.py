@@ -14,17 +14,19 @@ it is not. BatchNorm statistics are averaged like parameters.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from logging import INFO
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import nn
 
 from flower_suite.models.lowrank_spec import LowRankSpec
+from flower_suite.strategies.contract import Capabilities, capabilities_of
 
 ModelFactory = Callable[[], nn.Module]
 
@@ -81,6 +83,11 @@ class LowRankWarmup(Strategy):
         self._full = model_fn()
         self._lowrank = spec.apply(self._full, svd_init=False)
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """The wrapped strategy's, plus: the global model's architecture changes."""
+        return dataclasses.replace(capabilities_of(self.strategy), changes_architecture=True)
+
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes this wrapper lacks: hooks read e.g. `records`.
         if name == "strategy":
@@ -128,7 +135,7 @@ class LowRankWarmup(Strategy):
     def _tagged(self, config: ConfigRecord, train: bool) -> ConfigRecord:
         tagged = {**dict(config), **self.spec.to_config()}
         if train and "lr" in tagged and self.lr_factor != 1.0:
-            tagged["lr"] = float(tagged["lr"]) * self.lr_factor  # type: ignore[arg-type]
+            tagged["lr"] = float(tagged["lr"]) * self.lr_factor
         return ConfigRecord(tagged)
 
     # -- Strategy interface -----------------------------------------------------------------

@@ -10,7 +10,8 @@ benchmarks can measure fairness.
 Called the way Flower's own tests call a strategy (``aggregate_train`` on a fresh instance,
 without ``configure_train``), a translation-equivariant rule centres on a robust reference of
 the replies instead (their coordinate-wise median): ``rule(x_i - c) + c`` equals the rule
-applied to the models. Rules that are not translation-equivariant (``needs_sent_model``) raise
+applied to the models. Rules that are not translation-equivariant (``needs_sent_model`` in
+their :class:`~flower_suite.strategies.contract.Capabilities`) raise
 a clear error there.
 """
 
@@ -25,13 +26,14 @@ from typing import ClassVar
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from flower_suite.aggregation.base import AggregationResult
 from flower_suite.aggregation.coordinate import coordinate_median
 from flower_suite.aggregation.weights import check_weight_cap
+from flower_suite.strategies.contract import Capabilities, ExperimentSizes, check_min_replies
 from flower_suite.strategies.decoding import (
     ArrayLayout,
     DecodedReplies,
@@ -102,10 +104,8 @@ class RobustFedAvg(FedAvg):
     """
 
     rule_name = "robust"
-    # True for rules that are not translation-equivariant (they need the model that was sent).
-    needs_sent_model: ClassVar[bool] = False
-    # True where the rule only needs the sum of the updates (it may run under SecAgg).
-    secure_aggregation_ok: ClassVar[bool] = False
+    # A robust rule needs every update (no secure aggregation); see contract.Capabilities.
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(
         self,
@@ -159,6 +159,10 @@ class RobustFedAvg(FedAvg):
         """The rule's parameters, for ``summary()`` and logs."""
         return {}
 
+    def check_sizes(self, sizes: ExperimentSizes) -> None:
+        """Raise :class:`ContractError` if a round cannot give the rule enough replies."""
+        check_min_replies(type(self).__name__, self.min_replies(), sizes)
+
     # -- Flower strategy API ------------------------------------------------------------
     def summary(self) -> None:
         super().summary()
@@ -197,7 +201,7 @@ class RobustFedAvg(FedAvg):
     ) -> tuple[ArrayLayout | None, np.ndarray | None, DecodedReplies | None]:
         """(layout, flat base the updates are relative to, decoded replies)."""
         if global_arrays is None:
-            if self.needs_sent_model:
+            if self.capabilities.needs_sent_model:
                 raise RuntimeError(
                     f"{self.rule_name}: aggregate_train needs the model sent in configure_train "
                     "(this rule is not translation-equivariant); call configure_train first"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -24,6 +23,7 @@ from flower_suite.aggregation.requirements import (
     trimmed_mean_min_inputs,
 )
 from flower_suite.aggregation.sign import sign_majority
+from flower_suite.strategies.contract import Capabilities
 from flower_suite.strategies.krum_family import Bulyan, Krum, MultiKrum
 from flower_suite.strategies.robust import DEFAULT_WEIGHT_CAP, MetricsAggr, RobustFedAvg
 
@@ -166,13 +166,41 @@ RFA = GeometricMedian
 
 class SignSGD(RobustFedAvg):
     """signSGD with majority vote (Bernstein et al., 2018): the global model moves by
-    ``server_learning_rate * sign(sum_i sign(update_i))`` (ties give 0)."""
+    ``server_learning_rate * sign(sum_i sign(update_i))`` (ties give 0). FedAvg's arguments in
+    FedAvg's order, then keyword-only ``server_learning_rate`` (1e-3) and ``weight_cap``."""
 
     rule_name = "SignSGD"
-    needs_sent_model = True  # sign(x - c) is not sign(x) - sign(c)
+    capabilities = Capabilities(needs_sent_model=True)  # sign(x - c) is not sign(x) - sign(c)
 
-    def __init__(self, *args: Any, server_learning_rate: float = 1e-3, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        *,
+        server_learning_rate: float = 1e-3,
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
+    ) -> None:
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            weight_cap=weight_cap,
+        )
         if not server_learning_rate > 0:
             raise ValueError(
                 f"SignSGD: server_learning_rate must be > 0, not {server_learning_rate}"
@@ -193,13 +221,43 @@ class SignSGD(RobustFedAvg):
 
 class CenteredClipping(RobustFedAvg):
     """Centered clipping (Karimireddy et al., ICML 2021): starting at zero, move towards each
-    update by at most ``tau``; ``iterations`` refinement steps."""
+    update by at most ``tau``; ``iterations`` refinement steps. FedAvg's arguments in FedAvg's
+    order, then keyword-only ``tau`` (1.0), ``iterations`` (1) and ``weight_cap``."""
 
     rule_name = "CenteredClipping"
-    needs_sent_model = True  # clips around zero, i.e. around the model that was sent
+    # clips around zero, i.e. around the model that was sent
+    capabilities = Capabilities(needs_sent_model=True)
 
-    def __init__(self, *args: Any, tau: float = 1.0, iterations: int = 1, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: MetricsAggr | None = None,
+        evaluate_metrics_aggr_fn: MetricsAggr | None = None,
+        *,
+        tau: float = 1.0,
+        iterations: int = 1,
+        weight_cap: float | None = DEFAULT_WEIGHT_CAP,
+    ) -> None:
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+            weight_cap=weight_cap,
+        )
         if not tau > 0 or iterations < 1:
             raise ValueError(
                 f"CenteredClipping: need tau > 0, iterations >= 1 (got {tau}, {iterations})"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from logging import INFO
 
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
@@ -32,12 +32,15 @@ def run_rounds(
     timeout: float = 3600,
     evaluate_config: ConfigRecord | None = None,
     evaluate_fn: EvaluateFn | None = None,
+    should_stop: Callable[[int, Result], bool] | None = None,
     label: str = "ROUND",
 ) -> Result:
     """Run ``num_rounds`` rounds: ``train_round(round, arrays) -> (new arrays or None,
     metrics or None)``, then ``strategy``'s federated evaluation, then ``evaluate_fn``.
 
     A round whose training returns ``None`` arrays keeps the previous global model.
+    ``should_stop(round, result)``, called after each round as in Flower 1.43's
+    ``Strategy.start``, ends the run early when it returns True.
     """
     evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
     result = Result(arrays=initial_arrays)
@@ -65,6 +68,9 @@ def run_rounds(
             res = evaluate_fn(current_round, arrays)
             if res is not None:
                 result.evaluate_metrics_serverapp[current_round] = res
+        if should_stop is not None and should_stop(current_round, result):
+            log(INFO, "Stopping early after round %s", current_round)
+            break
     log(INFO, "%s finished in %.2fs", type(strategy).__name__, time.time() - t_start)
     for line in io.StringIO(str(result)):
         log(INFO, "\t%s", line.strip("\n"))

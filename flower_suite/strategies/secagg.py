@@ -32,17 +32,10 @@ from logging import ERROR, INFO, WARNING
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Bulyan as FlwrBulyan
-from flwr.serverapp.strategy import FedMedian as FlwrFedMedian
-from flwr.serverapp.strategy import FedTrimmedAvg as FlwrFedTrimmedAvg
-from flwr.serverapp.strategy import Krum as FlwrKrum
-from flwr.serverapp.strategy import MultiKrum as FlwrMultiKrum
-from flwr.serverapp.strategy import Strategy
-from flwr.serverapp.strategy.result import Result
+from flwr.serverapp.strategy import Result, Strategy
 
-from flower_suite.clients.secagg_mod import ARRAYS_KEY, METRICS_IN_CLEAR, WEIGHT_KEY
 from flower_suite.secagg import (
     AdvertiseKeys,
     AggregateResult,
@@ -57,9 +50,14 @@ from flower_suite.secagg import (
     Stage,
     UnmaskReply,
 )
+from flower_suite.strategies.contract import (
+    Capabilities,
+    ContractError,
+    ExperimentSizes,
+    capabilities_of,
+)
 from flower_suite.strategies.decoding import ArrayLayout
 from flower_suite.strategies.fedma import FedMA
-from flower_suite.strategies.robust import RobustFedAvg
 from flower_suite.strategies.round_loop import run_rounds
 from flower_suite.strategies.secagg_exchange import (
     SecAggRoundRecord,
@@ -67,18 +65,13 @@ from flower_suite.strategies.secagg_exchange import (
     clear_metrics,
     server_notes,
 )
+from flower_suite.wire.keys import ARRAYS_KEY, METRICS_IN_CLEAR, WEIGHT_KEY
 
-_FLOWER_ROBUST = (FlwrKrum, FlwrMultiKrum, FlwrBulyan, FlwrFedMedian, FlwrFedTrimmedAvg)
 
-
-def inspects_individual_updates(strategy: Strategy | type) -> bool:
+def inspects_individual_updates(strategy: Strategy | type[Strategy]) -> bool:
     """True for a strategy (or class) whose rule needs each update, not only their sum: it
-    cannot run under secure aggregation. Our strategies declare it (``secure_aggregation_ok``);
-    Flower's robust strategies are listed."""
-    cls = strategy if isinstance(strategy, type) else type(strategy)
-    if issubclass(cls, RobustFedAvg):
-        return not cls.secure_aggregation_ok
-    return issubclass(cls, _FLOWER_ROBUST)
+    cannot run under secure aggregation (its declared :class:`Capabilities`)."""
+    return not capabilities_of(strategy).secure_aggregation
 
 
 # FedMA's rounds are layer-wise train.fedma messages whose replies carry one client's trained
@@ -112,6 +105,9 @@ class SecAggPlus(Strategy):
     source : RandomSource, optional
         Round ids and graph permutation; OS CSPRNG unless a test injects a seeded source.
     """
+
+    # It aggregates only the sum itself; it runs its own protocol round trips.
+    capabilities = Capabilities(secure_aggregation=True, own_round_structure=True)
 
     def __init__(
         self,
@@ -168,6 +164,21 @@ class SecAggPlus(Strategy):
     @property
     def weighted_by_key(self) -> str:
         return str(getattr(self.strategy, "weighted_by_key", "num-examples"))
+
+    def min_replies(self) -> int:
+        """The wrapped strategy's (the protocol's own minimum is checked per round)."""
+        return int(getattr(self.strategy, "min_replies", lambda: 1)())
+
+    def check_sizes(self, sizes: ExperimentSizes) -> None:
+        """The protocol's parameters must resolve for the sampled clients, and the wrapped
+        strategy's own sizes must fit."""
+        try:
+            self.config.resolve(sizes.clients_per_round)
+        except ValueError as err:
+            raise ContractError("secagg", str(err)) from None
+        inner = getattr(self.strategy, "check_sizes", None)
+        if inner is not None:
+            inner(sizes)
 
     def summary(self) -> None:
         self.strategy.summary()
@@ -330,6 +341,7 @@ class SecAggPlus(Strategy):
         train_config: ConfigRecord | None = None,
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+        should_stop: Callable[[int, Result], bool] | None = None,
     ) -> Result:
         log(INFO, "Starting SecAggPlus(%s):", type(self.strategy).__name__)
         self.summary()
@@ -343,5 +355,6 @@ class SecAggPlus(Strategy):
             timeout=timeout,
             evaluate_config=evaluate_config,
             evaluate_fn=evaluate_fn,
+            should_stop=should_stop,
             label="SECURE ROUND",
         )

@@ -16,13 +16,13 @@ from logging import WARNING
 from typing import Any
 
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.common.logger import log
+from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from flower_suite.clients.secagg_mod import RECORD_KEY
+from flower_suite.flower_compat import aggregate_metricrecords
 from flower_suite.secagg import SecAggError, SecAggServer, Stage
 from flower_suite.secagg.messages import Message as ProtocolMessage
+from flower_suite.wire.keys import RECORD_KEY
 
 
 @dataclass
@@ -116,9 +116,10 @@ class StageExchange:
         answered: set[int] = set()
         for reply in replies:
             node = int(reply.metadata.src_node_id)
-            sid = self.sid_of.get(node)
-            if sid is None or sid not in requests:
+            known = self.sid_of.get(node)
+            if known is None or known not in requests:
                 continue
+            sid = known
             if sid in answered:  # a second reply from one node: keep the first only
                 self.record.errors.append((node, stage.label, "duplicate reply ignored"))
                 continue

@@ -11,11 +11,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 from flwr.clientapp import ClientApp
 
 from flower_suite.attacks import ATTACK_INFO_KEY, ByzantineInjector, FixedFrequency, alie, ipm
-from flower_suite.attacks.mods import flat_update
 from flower_suite.clients import ClientData, make_client_app
 from flower_suite.data import load_digits_split
 from flower_suite.models import MLP
-from flower_suite.simulations.inprocess import InProcessGrid
+from flower_suite.simulations.engine.inprocess import InProcessGrid
+from flower_suite.wire.updates import flat_update
 
 TRAIN, TEST = load_digits_split()
 
@@ -119,7 +119,7 @@ def test_a_train_message_without_a_round_is_refused_not_read_as_round_zero(
     task_identity: None,
 ) -> None:
     """Round 0 would silently run the attack schedule (and its seeds) for the wrong round."""
-    from flower_suite.attacks.injector import round_of
+    from flower_suite.byzantine_injector import round_of
 
     message = Message(
         content=RecordDict({"config": ConfigRecord({"lr": 0.1})}),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flower_suite.data.dataset import ArrayDataset
-from flower_suite.data.digits import load_digits_dataset, load_digits_split
+from flower_suite.data.digits import _read_packaged_csv, load_digits_dataset, load_digits_split
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +99,18 @@ def test_other_seed_gives_another_split() -> None:
 
     assert len(test_other) == 360
     assert {x.tobytes() for x in test_default.x} != {x.tobytes() for x in test_other.x}
+
+
+def test_packaged_csv_reader_equals_scikit_learns_loader() -> None:
+    """The start-up shortcut (reading scikit-learn's CSV without importing scikit-learn) gives
+    exactly what ``sklearn.datasets.load_digits`` gives."""
+    from sklearn.datasets import load_digits
+
+    raw = _read_packaged_csv()
+    assert raw is not None, "scikit-learn's digits.csv.gz not found: the shortcut is unused"
+    images, target = raw
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images.reshape(-1, 64))
+    np.testing.assert_array_equal(target, bunch.target)
+    full = load_digits_dataset()
+    np.testing.assert_array_equal(full.x, (bunch.images.astype(np.float32) / 16.0)[:, None])

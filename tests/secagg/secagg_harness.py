@@ -9,8 +9,7 @@ replies, as Flower's ClientApp does.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -26,9 +25,9 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from flwr.supercore.task_identity import TaskIdentity
 
 from flower_suite.clients.secagg_mod import RECORD_KEY, make_secagg_mod
+from flower_suite.flower_compat import Run
 from flower_suite.secagg import SeededRandomSource
 from flower_suite.strategies.secagg import SecAggPlus
 
@@ -53,18 +52,6 @@ def to_arrays(flat: np.ndarray) -> ArrayRecord:
 
 def to_flat(record: ArrayRecord) -> np.ndarray:
     return np.concatenate([record[k].numpy().reshape(-1) for k in SHAPES]).astype(np.float64)
-
-
-@contextlib.contextmanager
-def message_identity() -> Iterator[None]:
-    """The ``task_identity`` fixture of ``tests/conftest.py`` as a context manager, for
-    hypothesis tests (a function-scoped fixture would be shared by all their examples)."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    try:
-        yield
-    finally:
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 def _untouched(node: int, stage: int, data: dict[str, Any]) -> dict[str, Any] | None:
@@ -132,7 +119,7 @@ class TamperGrid(Grid):
     def run(self) -> Any:  # type: ignore[override]
         raise NotImplementedError
 
-    def set_run(self, run_id: int) -> None:
+    def set_run(self, run: Run) -> None:
         raise NotImplementedError
 
 

@@ -58,8 +58,8 @@ def test_secure_client_refuses_every_plain_training_message(
 
 
 def test_secure_simulation_app_does_not_register_fedma_handlers() -> None:
-    from flower_suite.simulations.runner import simulation_client_app
-    from flower_suite.simulations.task import ExperimentTask
+    from flower_suite.simulations.engine.client_app import simulation_client_app
+    from flower_suite.simulations.engine.task import ExperimentTask
 
     plain = simulation_client_app(ExperimentTask(load_config("digits_fedavg", SMALL)))
     secure_config = load_config("digits_fedavg", [*SMALL, "secagg.num_shares=5"])

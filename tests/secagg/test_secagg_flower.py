@@ -25,6 +25,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Krum
 
 from flower_suite.clients.secagg_mod import RECORD_KEY, STATE_KEY, make_secagg_mod, secagg_mod
+from flower_suite.flower_compat import Run
 from flower_suite.secagg import SecAggError, SeededRandomSource, Stage
 from flower_suite.strategies.robust_rules import FedMedian
 from flower_suite.strategies.secagg import SecAggPlus
@@ -110,7 +111,7 @@ class LocalGrid(Grid):
     def run(self):  # type: ignore[no-untyped-def]
         raise NotImplementedError
 
-    def set_run(self, run_id: int) -> None:
+    def set_run(self, run: Run) -> None:
         raise NotImplementedError
 
 

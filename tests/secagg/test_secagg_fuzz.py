@@ -29,9 +29,10 @@ import numpy as np
 from flwr.app import ConfigRecord
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
-from secagg_harness import close_to, expected_model, make_grid, make_strategy, message_identity
+from secagg_harness import close_to, expected_model, make_grid, make_strategy
 
 from flower_suite.clients.secagg_mod import ARRAYS_KEY, METRICS_IN_CLEAR, WEIGHT_KEY
+from flower_suite.flower_compat import message_identity
 from flower_suite.secagg import (
     SecAggAbort,
     SecAggConfig,

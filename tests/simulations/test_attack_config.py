@@ -15,10 +15,11 @@ from flwr.serverapp import Grid
 
 from flower_suite.attacks import N_S_ESTIMATE_KEY, FixedFrequency
 from flower_suite.clients.client_app import CLIENT_INFO_KEY, decayed_lr
+from flower_suite.flower_compat import Run
 from flower_suite.simulations import ConfigError, ExperimentTask, load_config
-from flower_suite.simulations.attack_grid import AttackGrid
-from flower_suite.simulations.server import train_config_record
+from flower_suite.simulations.engine.server import train_config_record
 from flower_suite.simulations.threats import client_threat, plan_threat
+from flower_suite.simulations.threats.server import AttackGrid
 from flower_suite.training import TrainConfig
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments" / "digits_edge.toml"
@@ -208,7 +209,7 @@ class EchoGrid(Grid):
     def run(self) -> Any:  # type: ignore[override]
         return None
 
-    def set_run(self, run_id: int) -> None:
+    def set_run(self, run: Run) -> None:
         pass
 
     def create_message(self, *args: Any, **kwargs: Any) -> Message:

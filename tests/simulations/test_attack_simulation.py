@@ -1,7 +1,7 @@
 """Attacks run from experiment configs: the digits edge-case backdoor and Byzantine attacks.
 
 One Flower Ray simulation checks that the runner wires the attack and that the in-process
-engine (``simulations.inprocess``: the same ``server_main`` and ClientApps without Ray)
+engine (``simulations.engine.inprocess``: the same ``server_main`` and ClientApps without Ray)
 reproduces it bitwise; the longer comparisons then run in-process, which is several times
 faster on a loaded CPU.
 """
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from flower_suite.simulations import load_config, run_experiment
-from flower_suite.simulations.inprocess import run_in_process
+from flower_suite.simulations.engine.inprocess import run_in_process
 
 pytestmark = pytest.mark.simulation
 

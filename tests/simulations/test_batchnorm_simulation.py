@@ -14,8 +14,8 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from flower_suite.simulations import load_config, run_experiment
-from flower_suite.simulations.runner import backend_config, prepare, simulation_client_app
-from flower_suite.simulations.server import RunResult, server_main
+from flower_suite.simulations.engine import backend_config, prepare, simulation_client_app
+from flower_suite.simulations.engine.server import RunResult, server_main
 
 pytestmark = pytest.mark.simulation
 

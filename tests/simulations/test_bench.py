@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from flower_suite.simulations import runner
 from flower_suite.simulations.bench import (
     ProgressEvent,
     config_hash,
@@ -24,7 +23,7 @@ from flower_suite.simulations.bench import (
     parse_grid,
     run_bench,
 )
-from flower_suite.simulations.bench_report import (
+from flower_suite.simulations.bench.report import (
     ReportConfig,
     final_value,
     markdown_table,
@@ -34,7 +33,8 @@ from flower_suite.simulations.bench_report import (
 )
 from flower_suite.simulations.cli import main
 from flower_suite.simulations.config import ConfigError, load_config
-from flower_suite.simulations.server import RunResult
+from flower_suite.simulations.engine import runner
+from flower_suite.simulations.engine.server import RunResult
 
 REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG"

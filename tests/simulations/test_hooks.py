@@ -10,8 +10,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 
 from flower_suite.data import load_digits_split
+from flower_suite.flower_compat import Run
 from flower_suite.models import MLP
-from flower_suite.simulations.hooks import MeteredGrid, TestSetEvaluation
+from flower_suite.simulations.engine.hooks import TestSetEvaluation
+from flower_suite.simulations.engine.metering import MeteredGrid
 from flower_suite.training import evaluate
 
 
@@ -25,7 +27,7 @@ class EchoGrid(Grid):
     def run(self):
         return None
 
-    def set_run(self, run_id: int) -> None: ...
+    def set_run(self, run: Run) -> None: ...
 
     def create_message(self, *args, **kwargs):
         raise NotImplementedError

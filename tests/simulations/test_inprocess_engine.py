@@ -19,10 +19,10 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.clientapp import ClientApp
-from flwr.common.constant import ErrorCode
 
+from flower_suite.flower_compat import CLIENT_APP_RAISED_EXCEPTION
 from flower_suite.simulations import load_config
-from flower_suite.simulations.inprocess import InProcessGrid, run_in_process
+from flower_suite.simulations.engine.inprocess import InProcessGrid, run_in_process
 
 
 def _app(behaviour: dict[int, str]) -> ClientApp:
@@ -57,7 +57,7 @@ def test_a_raising_client_app_becomes_an_error_reply(task_identity: None) -> Non
     assert len(replies) == 3
     errors = [r for r in replies if r.has_error()]
     assert len(errors) == 1
-    assert errors[0].error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+    assert errors[0].error.code == CLIENT_APP_RAISED_EXCEPTION
     assert "boom" in errors[0].error.reason
     assert errors[0].metadata.src_node_id == list(grid.get_node_ids())[1]
 

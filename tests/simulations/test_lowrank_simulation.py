@@ -10,7 +10,7 @@ from flwr.app import ArrayRecord
 
 from flower_suite.simulations import load_config, run_experiment
 from flower_suite.simulations.config import ConfigError
-from flower_suite.simulations.task import ExperimentTask
+from flower_suite.simulations.engine.task import ExperimentTask
 
 
 @pytest.mark.simulation

@@ -11,7 +11,7 @@ import torch
 
 from flower_suite.models import MLP
 from flower_suite.simulations.config import load_config
-from flower_suite.simulations.recording import RunRecorder, unique_run_dir
+from flower_suite.simulations.engine.recording import RunRecorder, unique_run_dir
 
 
 def test_recorder_writes_every_artifact(tmp_path: Path) -> None:

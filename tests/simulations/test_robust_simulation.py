@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Context, Message, MessageType
-from flwr.clientapp.typing import ClientAppCallable
 
+from flower_suite.flower_compat import ClientAppCallable
 from flower_suite.simulations import load_config, run_experiment
 
 pytestmark = pytest.mark.simulation

@@ -8,7 +8,7 @@ import pytest
 from flwr.app import ArrayRecord
 
 from flower_suite.simulations import load_config, run_experiment
-from flower_suite.simulations.task import ExperimentTask
+from flower_suite.simulations.engine.task import ExperimentTask
 
 pytestmark = pytest.mark.simulation
 

@@ -6,7 +6,7 @@ import pytest
 
 from flower_suite.simulations import load_config, run_experiment
 from flower_suite.simulations.config import ConfigError
-from flower_suite.simulations.server import build_strategy
+from flower_suite.simulations.engine.server import build_strategy
 from flower_suite.strategies.secagg import SecAggPlus
 
 SMALL = ["rounds=3", "num_clients=6"]
@@ -61,7 +61,7 @@ def test_secure_run_matches_plain_fedavg_accuracy() -> None:
 def test_max_weight_below_a_clients_example_count_is_a_config_error() -> None:
     """A secure client refuses a weight above max_weight (it would drop out of every round):
     the runner says so before Ray starts, naming the field."""
-    from flower_suite.simulations.runner import prepare
+    from flower_suite.simulations.engine.runner import prepare
 
     config = load_config("digits_fedavg", ["num_clients=5", "secagg.max_weight=100"])
     with pytest.raises(ConfigError, match=r"secagg.max_weight: 100 is below .* 288"):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from flower_suite.simulations import load_config
-from flower_suite.simulations.runner import prepare
-from flower_suite.simulations.task import ExperimentTask
+from flower_suite.simulations.engine.runner import prepare
+from flower_suite.simulations.engine.task import ExperimentTask
 
 
 def test_client_data_is_the_partition_plus_a_test_shard() -> None:

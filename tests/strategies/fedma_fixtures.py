@@ -14,6 +14,7 @@ from flower_suite.clients import ClientData, make_client_app
 from flower_suite.clients.client_app import partition_id_of
 from flower_suite.clients.fedma_client import add_fedma_handlers
 from flower_suite.data import ArrayDataset, PartitionSpec, partition_indices
+from flower_suite.flower_compat import Run
 from flower_suite.models import MLP
 from flower_suite.training import TrainConfig
 
@@ -55,7 +56,7 @@ class LocalGrid(Grid):
     def run(self) -> Any:  # type: ignore[override]
         raise NotImplementedError
 
-    def set_run(self, run_id: int) -> None:
+    def set_run(self, run: Run) -> None:
         """Unused."""
 
     def create_message(self, *args: Any, **kwargs: Any) -> Message:

@@ -16,7 +16,7 @@ from flower_suite.clients.client_app import partition_id_of
 from flower_suite.clients.fedma_client import add_fedma_handlers
 from flower_suite.data import PartitionSpec, load_digits_split, partition_indices
 from flower_suite.models import DigitsCNN
-from flower_suite.simulations.hooks import MeteredGrid
+from flower_suite.simulations.engine.metering import MeteredGrid
 from flower_suite.strategies import FedMA
 from flower_suite.training import TrainConfig, evaluate
 

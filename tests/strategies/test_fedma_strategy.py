@@ -16,6 +16,7 @@ from flwr.app import Array, ArrayRecord, MetricRecord
 from torch import nn
 
 from flower_suite.clients.fedma_client import ASSIGNMENT_KEY, FEDMA_EVALUATE, FEDMA_TRAIN
+from flower_suite.flower_compat import message_identity
 from flower_suite.matching.architecture import state_shapes
 from flower_suite.models import DigitsCNN, ResNet18
 from flower_suite.strategies import STRATEGIES, FedMA
@@ -50,14 +51,8 @@ def _run(num_rounds: int = 2, gamma0: float = 1e-3, **kwargs):
 @pytest.fixture(scope="module")
 def two_rounds(request: pytest.FixtureRequest):
     """One 2-round run (4 clients, blobs, 3-layer MLP, gamma0=7 so layers grow), shared."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    try:
+    with message_identity():
         yield _run(2, gamma0=7.0)
-    finally:
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 def test_one_round_is_n_communication_rounds(two_rounds) -> None:
@@ -261,3 +256,19 @@ def test_partial_participation_gives_newcomers_a_client_size_model(task_identity
     assert sorted(result.train_metrics_clientapp) == [1, 2, 3]
     assert accuracy[3] > 0.3, accuracy
     assert sorted(strategy.width_history) == [1, 2, 3]
+
+
+def test_should_stop_ends_the_run_early_as_in_flower_1_43(task_identity: None) -> None:
+    """Flower 1.43's ``Strategy.start`` takes ``should_stop(round, result)``; FedMA honours it
+    after each FedMA round (SecAggPlus shares the same loop)."""
+    grid, _, _ = federation(4)
+    strategy = FedMA(model_fn=mlp, fraction_evaluate=0.0, gamma0=1e-3)
+    seen: list[int] = []
+
+    def stop_after_one(server_round: int, result) -> bool:
+        seen.append(server_round)
+        return True
+
+    strategy.start(grid, _initial(), num_rounds=3, should_stop=stop_after_one)
+    assert seen == [1]
+    assert len(grid.sent) == strategy.num_steps  # one FedMA round only

@@ -23,8 +23,8 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategy
-from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from flower_suite.flower_compat import aggregate_metricrecords
 from flower_suite.strategies import (
     Bulyan,
     FedAvg,

@@ -1,8 +1,7 @@
 """The ``[attack]`` section of an experiment config: who attacks, how and when.
 
-Kept apart from ``config.py`` (which imports it) so each stays short. ``name = ""`` (the
-default) means no attack: the run is exactly the run without an ``[attack]`` table. Example
-(the spec's digits edge-case benchmark, ``experiments/digits_edge.toml``)::
+``name = ""`` (the default) means no attack: the run is exactly the run without an ``[attack]``
+table. Example (the spec's digits edge-case benchmark, ``experiments/digits_edge.toml``)::
 
     [data]
     dataset = "digits_edge"      # digits without the edge-case images
@@ -25,10 +24,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from flower_suite.simulations.config import ExperimentConfig
+from flower_suite.attacks.byzantine import BYZANTINE_ATTACKS
+from flower_suite.attacks.digits_edge import DIGITS_EDGE_DATASET
+from flower_suite.attacks.poison import DATA_POISONS
+from flower_suite.registry import Registry, RegistryError
+from flower_suite.simulations.config.errors import ConfigError
+
+__all__ = ["EDGE_ATTACKS", "PATTERNS", "AttackConfig", "label_mapping", "validate_attack"]
 
 # Edge-case backdoors (Wang et al., NeurIPS 2020): the black-box data mix, PGD, and PGD
 # with model replacement (the server's n_S estimate travels as `n-s-estimate`).
@@ -37,20 +41,13 @@ PATTERNS = ("fixed_frequency", "fixed_pool")
 # Extra keyword arguments (`attack.params`) the edge attacks accept: the PGD attacker's own
 # learning rate (white-box; the honest one otherwise).
 _EDGE_PARAMS = {"edge_blackbox": (), "edge_pgd": ("lr",), "edge_pgd_replacement": ("lr",)}
-DIGITS_EDGE_DATASET = "digits_edge"
-
-
-def _error(message: str) -> Exception:
-    from flower_suite.simulations.config import ConfigError
-
-    return ConfigError(message)
 
 
 def _int_tuple(value: Any, where: str) -> tuple[int, ...]:
     if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
-        raise _error(f"{where}: expected a list of partition ids, got {value!r}")
+        raise ConfigError(f"{where}: expected a list of partition ids, got {value!r}")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise _error(f"{where}: expected a list of partition ids, got {value!r}")
+        raise ConfigError(f"{where}: expected a list of partition ids, got {value!r}")
     return tuple(int(v) for v in value)
 
 
@@ -83,7 +80,7 @@ class AttackConfig:
             self, "honest_holders", _int_tuple(self.honest_holders, "attack.honest_holders")
         )
         if not isinstance(self.params, Mapping):
-            raise _error(f"attack.params: expected a table, got {self.params!r}")
+            raise ConfigError(f"attack.params: expected a table, got {self.params!r}")
         object.__setattr__(self, "params", dict(self.params))
 
     @property
@@ -97,8 +94,6 @@ class AttackConfig:
     @property
     def is_omniscient(self) -> bool:
         """ALIE/IPM: need every honest update, so they run in the server-side injector."""
-        from flower_suite.attacks import BYZANTINE_ATTACKS
-
         if self.name not in BYZANTINE_ATTACKS or self.is_edge:
             return False
         return BYZANTINE_ATTACKS.create(self.name, **self.params).needs_honest
@@ -106,28 +101,10 @@ class AttackConfig:
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
-        raise _error(message)
-
-
-def register_edge_datasets() -> None:
-    """Register ``data.dataset = "digits_edge"``: digits without the edge-case images."""
-    from flower_suite.data.registry import DATASETS
-
-    if DIGITS_EDGE_DATASET not in DATASETS:
-
-        def load_digits_edge(path: str, test_fraction: float, seed: int) -> Any:
-            from flower_suite.simulations.threats import digits_edge
-
-            edge = digits_edge(seed)
-            return edge.train, edge.test
-
-        DATASETS.register(DIGITS_EDGE_DATASET, load_digits_edge)
+        raise ConfigError(message)
 
 
 def _check_name(attack: AttackConfig) -> None:
-    from flower_suite.attacks import BYZANTINE_ATTACKS, DATA_POISONS
-    from flower_suite.registry import RegistryError
-
     name = attack.name
     if attack.is_edge:
         allowed = _EDGE_PARAMS[name]
@@ -135,13 +112,13 @@ def _check_name(attack: AttackConfig) -> None:
             _check(key in allowed, f"attack.params.{key}: {name} accepts {list(allowed)}")
         return
     if name in DATA_POISONS and name != "edge_mix":
-        registry: Any = DATA_POISONS
+        registry: Registry[Any] = DATA_POISONS
     elif name in BYZANTINE_ATTACKS:
         registry = BYZANTINE_ATTACKS
     else:
         known = [*EDGE_ATTACKS, *sorted(BYZANTINE_ATTACKS)]
         known += [p for p in sorted(DATA_POISONS) if p != "edge_mix"]
-        raise _error(f"attack.name: unknown attack {name!r} (known: {', '.join(known)})")
+        raise ConfigError(f"attack.name: unknown attack {name!r} (known: {', '.join(known)})")
     params = dict(attack.params)
     if name == "label_flip" and "mapping" in params:
         params["mapping"] = label_mapping(params["mapping"])
@@ -149,9 +126,9 @@ def _check_name(attack: AttackConfig) -> None:
         registry.check_kwargs(name, params, field="attack.params")
         registry.create(name, **params)
     except RegistryError as err:
-        raise _error(str(err)) from err
+        raise ConfigError(str(err)) from err
     except (TypeError, ValueError) as err:
-        raise _error(f"attack.params: {err}") from err
+        raise ConfigError(f"attack.params: {err}") from err
 
 
 def label_mapping(raw: Any) -> dict[int, int]:
@@ -159,21 +136,32 @@ def label_mapping(raw: Any) -> dict[int, int]:
     try:
         return {int(k): int(v) for k, v in dict(raw).items()}
     except (TypeError, ValueError) as err:
-        raise _error(f"attack.params.mapping: expected a table of label -> label: {err}") from err
+        raise ConfigError(
+            f"attack.params.mapping: expected a table of label -> label: {err}"
+        ) from err
 
 
-def validate_attack(config: ExperimentConfig) -> None:
-    """Value and cross-field checks of ``config.attack`` (nothing when disabled)."""
-    attack = config.attack
+def validate_attack(
+    attack: AttackConfig,
+    *,
+    num_clients: int,
+    sampled_clients: int,
+    rounds: int,
+    strategy: str,
+    dataset: str,
+) -> None:
+    """Value and cross-field checks of ``attack`` (nothing when disabled), given what it
+    depends on: the client counts ``K`` and ``m``, the rounds, the strategy and data set names.
+    """
     if not attack.enabled:
         return
     _check_name(attack)
-    n, m = config.num_clients, config.sampled_clients
+    n, m = num_clients, sampled_clients
     _check(attack.pattern in PATTERNS, f"attack.pattern: must be one of {PATTERNS}")
     _check(attack.every_k >= 1, f"attack.every_k: must be >= 1, not {attack.every_k}")
     _check(
-        1 <= attack.start_round <= config.rounds,
-        f"attack.start_round: must be in [1, rounds={config.rounds}], not {attack.start_round}",
+        1 <= attack.start_round <= rounds,
+        f"attack.start_round: must be in [1, rounds={rounds}], not {attack.start_round}",
     )
     for where, ids in (("attackers", attack.attackers), ("honest_holders", attack.honest_holders)):
         bad = [p for p in ids if not 0 <= p < n]
@@ -191,8 +179,8 @@ def validate_attack(config: ExperimentConfig) -> None:
             f"attack.num_attackers: {count} attackers cannot all join a round of "
             f"clients_per_round={m} (fixed_frequency adds every attacker to its rounds)",
         )
-        if m < n and config.strategy.name.strip().lower() == "detox":
-            raise _error(
+        if m < n and strategy.strip().lower() == "detox":
+            raise ConfigError(
                 "attack.pattern: fixed_frequency re-targets the round's sample, which DETOX's "
                 "fixed node groups do not allow; use fixed_pool or clients_per_round = 0"
             )
@@ -201,11 +189,10 @@ def validate_attack(config: ExperimentConfig) -> None:
     both = set(attack.attackers) & set(attack.honest_holders)
     _check(not both, f"attack.honest_holders: {sorted(both)} are also attackers")
     if attack.is_edge:
-        _validate_edge(config)
+        _validate_edge(attack, num_clients=n, dataset=dataset)
 
 
-def _validate_edge(config: ExperimentConfig) -> None:
-    attack = config.attack
+def _validate_edge(attack: AttackConfig, *, num_clients: int, dataset: str) -> None:
     _check(
         0 <= attack.attacker_fraction <= 1 and not math.isnan(attack.attacker_fraction),
         f"attack.attacker_fraction: must be in [0, 1], not {attack.attacker_fraction}",
@@ -229,9 +216,9 @@ def _validate_edge(config: ExperimentConfig) -> None:
         )
     count = len(attack.attackers) or attack.num_attackers
     _check(
-        holders + count <= config.num_clients,
+        holders + count <= num_clients,
         f"attack.num_honest_holders: {holders} holders + {count} attackers exceed "
-        f"num_clients={config.num_clients}",
+        f"num_clients={num_clients}",
     )
     _check(
         0 <= attack.mix_ratio <= 1, f"attack.mix_ratio: must be in [0, 1], not {attack.mix_ratio}"
@@ -254,10 +241,10 @@ def _validate_edge(config: ExperimentConfig) -> None:
     )
     if attack.edge_set == "digits":
         _check(
-            config.data.dataset == DIGITS_EDGE_DATASET,
+            dataset == DIGITS_EDGE_DATASET,
             f"attack.edge_set: the built-in 'digits' edge set needs data.dataset = "
             f"'{DIGITS_EDGE_DATASET}' (digits without the edge images), not "
-            f"{config.data.dataset!r}",
+            f"{dataset!r}",
         )
     else:
         path = Path(attack.edge_set)

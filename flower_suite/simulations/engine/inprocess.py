@@ -1,7 +1,7 @@
 """Run an experiment without Ray: every client's ClientApp is called in this process.
 
 The same ``server_main`` and ``simulation_client_app`` as :func:`~flower_suite.simulations.
-runner.run_experiment`, over a Grid that hands each message to the destination node's app
+engine.runner.run_experiment`, over a Grid that hands each message to the destination node's app
 in turn (one persistent ``Context`` per node, so client state behaves as on Ray). There is no
 parallelism and no Ray start-up, which on a loaded CPU makes a 120-round digits run take
 seconds instead of minutes; benchmarks that repeat many small runs use it. Results equal the
@@ -18,14 +18,22 @@ from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.clientapp.typing import Mod
-from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from flower_suite.flower_compat import (
+    CLIENT_APP_RAISED_EXCEPTION,
+    Mod,
+    Run,
+    empty_run,
+    message_identity,
+)
 from flower_suite.simulations.config import ExperimentConfig
-from flower_suite.simulations.hooks import DEFAULT_HOOKS, HookFactory
-from flower_suite.simulations.runner import prepare, simulation_client_app
-from flower_suite.simulations.server import RoundCallback, RunResult, server_main
+from flower_suite.simulations.engine.client_app import simulation_client_app
+from flower_suite.simulations.engine.hooks import DEFAULT_HOOKS, HookFactory
+from flower_suite.simulations.engine.runner import prepare
+from flower_suite.simulations.engine.server import RoundCallback, RunResult, server_main
+
+__all__ = ["InProcessGrid", "run_in_process"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +59,11 @@ class InProcessGrid(Grid):
         }
 
     @property
-    def run(self) -> Any:  # type: ignore[override]
-        return None
+    def run(self) -> Run:
+        return empty_run(self.run_id)
 
-    def set_run(self, run_id: int) -> None:
-        self.run_id = run_id
+    def set_run(self, run: Run) -> None:
+        self.run_id = run.run_id
 
     def create_message(self, *args: Any, **kwargs: Any) -> Message:
         return Message(*args, **kwargs)
@@ -66,7 +74,7 @@ class InProcessGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         raise NotImplementedError("InProcessGrid only supports send_and_receive")
 
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+    def pull_messages(self, *args: Any, **kwargs: Any) -> Iterable[Message]:
         raise NotImplementedError("InProcessGrid only supports send_and_receive")
 
     def send_and_receive(
@@ -99,7 +107,7 @@ class InProcessGrid(Grid):
             except Exception as err:  # reported as an error reply, as Ray's engine does
                 logger.warning("node %d: ClientApp raised %r", msg.metadata.dst_node_id, err)
                 reason = f"{type(err)}:<'{err}'>"
-                error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason)
+                error = Error(code=CLIENT_APP_RAISED_EXCEPTION, reason=reason)
                 outcome.append(Message(error, reply_to=msg))
 
         if timeout is None:
@@ -128,19 +136,15 @@ def run_in_process(
     ``quiet`` lowers Flower's per-round INFO logs to warnings, as the runner does;
     ``client_mods`` wrap every client, as ``run_experiment``'s.
     """
-    from flwr.supercore.task_identity import TaskIdentity
-
     task = prepare(config)
     grid = InProcessGrid(simulation_client_app(task, client_mods), config.num_clients)
-    # Flower stamps message ids from a task identity that only a real run sets up.
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
     if quiet:
         flwr_logger.setLevel(logging.WARNING)
-    try:
-        return server_main(grid, config, hooks=hooks, on_round=on_round, task=task)
-    finally:
-        flwr_logger.setLevel(level)
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+    # Flower stamps message ids from a task identity that only a real run sets up.
+    with message_identity():
+        try:
+            return server_main(grid, config, hooks=hooks, on_round=on_round, task=task)
+        finally:
+            flwr_logger.setLevel(level)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flower_suite.simulations.config import ConfigError
+from flower_suite.simulations.config.errors import ConfigError
 
 # Summary columns by default, where some row has them: main, target, then the selection
 # rates and update norms the attack hooks record.

@@ -1,66 +1,39 @@
-"""The ``[attack]`` section made runnable: who attacks, their data, their ClientApp pieces.
+"""The ``[attack]`` section made concrete: who attacks, and which edge examples each holds.
 
 :func:`plan_threat` decides once, in the driver, everything seeded (attacker partitions,
 honest edge holders, the edge-example split) into a picklable :class:`ThreatPlan` that travels
-with the task to the Ray actors. From it:
-
-- :func:`client_threat` gives the attacker behaviour of the ClientApp: a ``TrainFn`` (edge
-  data mix, PGD, model replacement, label flipping), client mods (local Byzantine attacks,
-  the round tracker) and a ``data_fn`` wrapper giving honest edge holders their correctly
-  labelled edge examples. Partitions that are not active attackers train honestly.
-- :func:`server_threat` wraps the server's Grid (:class:`flower_suite.simulations.attack_grid.
-  AttackGrid`) to force fixed-frequency participation, inject omniscient attacks (ALIE, IPM)
-  through :class:`~flower_suite.attacks.ByzantineInjector` and measure update norms.
-
-A run without ``[attack]`` never reaches this module's code paths.
+with the task to the Ray actors. :mod:`~flower_suite.simulations.threats.client` and
+:mod:`~flower_suite.simulations.threats.server` turn the plan into ClientApp and Grid pieces.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import numpy as np
 
-from flower_suite.attacks import (
-    BYZANTINE_ATTACKS,
-    DigitsEdgeCase,
-    FixedFrequency,
-    FixedPool,
-    PGDTrain,
-    attack_context_mod,
-    byzantine_mod,
-    digits_edge_case,
-    make_attacker_train_fn,
-    mix_poison,
-    relabel,
-    split_edge_examples,
-)
+from flower_suite.attacks.digits_edge import digits_edge
+from flower_suite.attacks.edge_case import relabel, split_edge_examples
 from flower_suite.attacks.poison import mix_sizes
-from flower_suite.clients.client_app import (
-    ClientData,
-    DataFn,
-    TrainFn,
-    default_train,
-    partition_id_of,
-)
+from flower_suite.attacks.schedule import FixedFrequency, FixedPool
 from flower_suite.data.dataset import ArrayDataset
-from flower_suite.simulations.attack_config import AttackConfig, label_mapping
-from flower_suite.simulations.config import ConfigError
+from flower_suite.simulations.config import AttackConfig, ConfigError, ExperimentConfig
 
-if TYPE_CHECKING:
-    from flwr.clientapp.typing import Mod
-
-    from flower_suite.simulations.task import ExperimentTask
+__all__ = ["EdgeSets", "PlanInputs", "ThreatPlan", "load_edge_sets", "plan_threat"]
 
 
-@functools.lru_cache(maxsize=4)
-def digits_edge(seed: int) -> DigitsEdgeCase:
-    """The built-in digits edge-case task for ``seed`` (spec section 9), once per process."""
-    return digits_edge_case(seed)
+class PlanInputs(Protocol):
+    """What :func:`plan_threat` reads of an experiment (``ExperimentTask`` provides it)."""
+
+    @property
+    def config(self) -> ExperimentConfig: ...
+
+    def data(self) -> tuple[ArrayDataset, ArrayDataset]: ...
+
+    def partitions(self) -> tuple[np.ndarray, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -133,7 +106,7 @@ def _mix_clean_needed(attack: AttackConfig) -> int:
     return 1
 
 
-def plan_threat(task: ExperimentTask) -> ThreatPlan:
+def plan_threat(task: PlanInputs) -> ThreatPlan:
     """Decide attackers, holders and the edge split for ``task`` (``ConfigError`` if it
     cannot work with this data, e.g. an attacker partition too small for its mix)."""
     config, attack = task.config, task.config.attack
@@ -171,7 +144,7 @@ def plan_threat(task: ExperimentTask) -> ThreatPlan:
 
 
 def _plan_edge(
-    task: ExperimentTask,
+    task: PlanInputs,
     plan: ThreatPlan,
     edge: EdgeSets,
     rng: np.random.Generator,
@@ -225,126 +198,3 @@ def _plan_edge(
         source_label=edge.source_label,
         n_s_estimate=n_s,
     )
-
-
-# --- client side --------------------------------------------------------------------------
-
-
-@dataclass
-class ClientThreat:
-    """What the simulation ClientApp adds for an attack."""
-
-    train_fn: TrainFn = default_train
-    mods: list[Mod] = field(default_factory=list)
-    wrap_data_fn: Callable[[DataFn], DataFn] = lambda fn: fn
-
-
-def _concat(a: ArrayDataset, b: ArrayDataset) -> ArrayDataset:
-    return ArrayDataset(
-        x=np.concatenate([a.x, b.x.astype(a.x.dtype)]),
-        y=np.concatenate([a.y, b.y]),
-        num_classes=a.num_classes,
-        name=a.name,
-    )
-
-
-def _holders_data_fn(plan: ThreatPlan) -> Callable[[DataFn], DataFn]:
-    """Honest edge holders train on their partition plus their correctly labelled edge part."""
-    if not plan.honest_edge:
-        return lambda fn: fn
-
-    def wrap(data_fn: DataFn) -> DataFn:
-        def wrapped(context: Any) -> ClientData:
-            data = data_fn(context)
-            extra = plan.honest_edge.get(partition_id_of(context))
-            if extra is None:
-                return data
-            return dataclasses.replace(data, train=_concat(data.train, extra))
-
-        return wrapped
-
-    return wrap
-
-
-def client_threat(plan: ThreatPlan, seed: int) -> ClientThreat:
-    """Attacker pieces of the ClientApp for ``plan`` (``seed`` fixes each attacker's ``D'``)."""
-    attack = plan.attack
-    out = ClientThreat(wrap_data_fn=_holders_data_fn(plan))
-    if attack.is_edge:
-        if not plan.attackers or plan.attacker_edge is None:
-            return out  # only honest edge holders (e.g. the fairness check)
-        edge, ratio, size = plan.attacker_edge, attack.mix_ratio, attack.mix_size or None
-
-        def poison(data: ArrayDataset, poison_seed: int) -> ArrayDataset:
-            return mix_poison(data, edge, ratio, poison_seed, size=size)
-
-        pgd = None
-        if attack.name != "edge_blackbox":
-            pgd = PGDTrain(
-                radius=attack.pgd_radius,
-                project_every=attack.project_every,
-                radius_decay=attack.radius_decay,
-                lr=attack.params.get("lr"),
-            )
-        out.train_fn = make_attacker_train_fn(plan.schedule, pgd=pgd, poison=poison, seed=seed)
-        out.mods = [attack_context_mod]
-    elif attack.name == "label_flip":
-        params = dict(attack.params)
-        if "mapping" in params:
-            params["mapping"] = label_mapping(params["mapping"])
-        out.train_fn = make_attacker_train_fn(
-            plan.schedule, poison="label_flip", seed=seed, **params
-        )
-        out.mods = [attack_context_mod]
-    elif attack.name in BYZANTINE_ATTACKS and not plan.omniscient:
-        out.mods = [
-            attack_context_mod,
-            byzantine_mod(attack.name, plan.schedule, seed=seed, **attack.params),
-        ]
-    # Omniscient attacks (ALIE, IPM): clients stay honest; the server-side injector rewrites.
-    return out
-
-
-def train_config_extras(plan: ThreatPlan | None) -> dict[str, float]:
-    """Keys added to every train config: ``n-s-estimate`` for model replacement."""
-    if plan is None or plan.attack.name != "edge_pgd_replacement":
-        return {}
-    from flower_suite.attacks import N_S_ESTIMATE_KEY
-
-    return {N_S_ESTIMATE_KEY: float(plan.n_s_estimate)}
-
-
-# --- server side ----------------------------------------------------------------------------
-
-
-@dataclass
-class ServerThreat:
-    """The server's view of an attack run: the plan, the grid the strategy talks to (an
-    :class:`AttackGrid`) and, for omniscient attacks, the injector below it."""
-
-    plan: ThreatPlan
-    grid: Any  # AttackGrid
-    injector: Any = None  # ByzantineInjector | None
-
-
-def server_threat(plan: ThreatPlan, metered: Any, config: Any) -> ServerThreat:
-    """Wrap the runner's ``MeteredGrid``: strategy -> AttackGrid -> [injector] -> metered."""
-    from flower_suite.attacks import ByzantineInjector
-    from flower_suite.simulations.attack_grid import AttackGrid
-
-    inner, injector = metered, None
-    if plan.omniscient:
-        injector = ByzantineInjector(
-            metered, plan.attack.name, plan.schedule, seed=config.seed, **plan.attack.params
-        )
-        inner = injector
-    forced = plan.schedule if isinstance(plan.schedule, FixedFrequency) else None
-    grid = AttackGrid(
-        inner,
-        metered.partitions,  # the same dict, filled as nodes report their partitions
-        forced,
-        num_partitions=config.num_clients,
-        clients_per_round=config.sampled_clients,
-        seed=config.seed,
-    )
-    return ServerThreat(plan=plan, grid=grid, injector=injector)

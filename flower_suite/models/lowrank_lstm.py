@@ -21,6 +21,8 @@ import math
 import torch
 from torch import nn
 
+from flower_suite.models.svd import svd_factors
+
 
 class _GateLSTMBase(nn.Module):
     """Shared recurrence; subclasses supply the input and hidden projections to ``(.., 4, h)``."""
@@ -97,7 +99,10 @@ class GateLSTM(_GateLSTMBase):
         h = hidden_size
         bound = 1.0 / math.sqrt(h)
         for k in range(num_layers):
-            shapes = {"weight_ih": (4 * h, self._in_size(k)), "weight_hh": (4 * h, h)}
+            shapes: dict[str, tuple[int, ...]] = {
+                "weight_ih": (4 * h, self._in_size(k)),
+                "weight_hh": (4 * h, h),
+            }
             if bias:
                 shapes["bias"] = (4 * h,)
             for name, shape in shapes.items():
@@ -169,10 +174,8 @@ class LowRankLSTM(_GateLSTMBase):
     @classmethod
     def from_lstm(cls, lstm: nn.LSTM | GateLSTM, rank: int) -> LowRankLSTM:
         """Per-gate truncated SVD of ``lstm`` (``nn.LSTM`` biases ``b_ih + b_hh`` are summed)."""
-        from flower_suite.models.lowrank import svd_factors
-
         has_bias = bool(lstm.bias)
-        ref = lstm.weight_ih_l0
+        ref = lstm.get_parameter("weight_ih_l0")
         with torch.device(ref.device):
             new = cls(
                 lstm.input_size,

@@ -26,15 +26,27 @@ import tomli_w
 import torch
 from torch import nn
 
+from flower_suite.simulations.config.errors import ConfigError
+
 
 def unique_run_dir(output_dir: str | Path, name: str) -> Path:
-    """A fresh directory ``<output_dir>/<name>-<timestamp>[-k]`` (never reuses one)."""
-    base = Path(output_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """A fresh directory ``<output_dir>/<name>-<timestamp>[-k]`` (never reuses one).
+
+    Raises :class:`ConfigError` (field ``output_dir`` or ``name``) when the directory cannot
+    be created or would not lie inside ``output_dir``; the runner calls this before Ray starts.
+    """
+    root = Path(output_dir)
+    base = root / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if base.resolve().parent != root.resolve():
+        raise ConfigError(f"name: {name!r} would write the run outside output_dir {str(root)!r}")
     candidate, k = base, 1
     while candidate.exists():
         candidate = base.with_name(f"{base.name}-{k}")
         k += 1
-    candidate.mkdir(parents=True)
+    try:
+        candidate.mkdir(parents=True)
+    except OSError as err:
+        raise ConfigError(f"output_dir: cannot create {str(candidate)!r}: {err}") from err
     return candidate
 
 

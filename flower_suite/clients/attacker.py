@@ -1,4 +1,7 @@
-"""Flower client-side adapters: turn an honest ClientApp into an attacker.
+"""The attacker ClientApp pieces: turn an honest ClientApp into an attacker (Flower adapter).
+
+The attack maths is framework-free in :mod:`flower_suite.attacks`; this module wires it into
+Flower's client side.
 
 Three composable pieces, plus :func:`make_attacker_app` which wires them in one line:
 
@@ -6,7 +9,7 @@ Three composable pieces, plus :func:`make_attacker_app` which wires them in one 
   flip, constant, Gaussian noise). The wrapped app trains honestly; in active rounds the
   attacker partition's reply is replaced by ``global + attack(update)``. Omniscient attacks
   (ALIE, IPM) need the round's honest updates: use
-  :class:`flower_suite.attacks.injector.ByzantineInjector` instead.
+  :class:`flower_suite.byzantine_injector.ByzantineInjector` instead.
 - :func:`make_attacker_train_fn`: a ``TrainFn`` for the edge-case attackers: the black-box
   attacker (poisoned local data, honest training) and PGD with or without model replacement.
 - :func:`poisoned_data_fn`: a ``data_fn`` wrapper that poisons the attacker's training data
@@ -26,19 +29,16 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType
+from flwr.app import ConfigRecord, Context, Message, MessageType
 from flwr.clientapp import ClientApp
-from flwr.clientapp.typing import ClientAppCallable, Mod
 from torch import nn
 
 from flower_suite.attacks.byzantine import BYZANTINE_ATTACKS, UpdateAttack
 from flower_suite.attacks.pgd import PGDTrain
 from flower_suite.attacks.poison import DATA_POISONS, Poison
-from flower_suite.attacks.schedule import AttackSchedule, FixedPool
+from flower_suite.attacks.schedule import AttackSchedule, FixedPool, as_schedule
 from flower_suite.clients.client_app import (
-    CLIENT_INFO_KEY,
     ClientData,
     DataFn,
     ModelFn,
@@ -49,84 +49,26 @@ from flower_suite.clients.client_app import (
     partition_id_of,
 )
 from flower_suite.data.dataset import ArrayDataset
+from flower_suite.flower_compat import ClientAppCallable, Mod
 from flower_suite.training import TrainConfig, TrainResult
-from flower_suite.wire.array import ReplyError, read_array
+from flower_suite.wire.config import read_float, read_int
+from flower_suite.wire.keys import CLIENT_INFO_KEY, N_S_ESTIMATE_KEY
+from flower_suite.wire.updates import apply_update, flat_update, mark_attacker
 
-ATTACK_INFO_KEY = "attack-info"
 # context.state entries written by attack_context_mod.
 _ROUND_KEY = "attack-round"
 _ACTIVE_KEY = "attack-active"
-# An optional train-config key: the server's estimate of n_S for model replacement
-# (spec pitfall 7); overrides PGDTrain.total_examples when present.
-N_S_ESTIMATE_KEY = "n-s-estimate"
 
 
-# --- Flattening updates of an ArrayRecord ----------------------------------------------------
-
-
-def float_keys(record: ArrayRecord) -> list[str]:
-    """Keys of the floating-point arrays, in the record's (fixed) order."""
-    return [k for k, a in record.items() if np.issubdtype(np.dtype(a.dtype), np.floating)]
-
-
-def flat_update(reply: ArrayRecord, received: ArrayRecord) -> tuple[np.ndarray, list[str]]:
-    """``reply - received`` over the float arrays, concatenated in key order, and the keys.
-
-    Integer buffers (BatchNorm counters) are not part of the attack and are left untouched.
-    """
-    if set(reply.keys()) != set(received.keys()):
-        raise ValueError("reply arrays do not match the received arrays (names)")
-    keys = float_keys(received)
-    parts = []
-    for key in keys:
-        old = received[key]
-        shape, dtype = tuple(old.shape), np.dtype(old.dtype)
-        try:  # the reply validator's reader: header and byte count checked, no np.load
-            new = read_array(reply[key], shape=shape, dtype=dtype)
-            before = read_array(old, shape=shape, dtype=dtype)
-        except ReplyError as err:
-            raise ValueError(f"array {key!r}: {err}") from None
-        parts.append((new.astype(np.float64) - before.astype(np.float64)).reshape(-1))
-    return (np.concatenate(parts) if parts else np.zeros(0)), keys
-
-
-def apply_update(
-    received: ArrayRecord, reply: ArrayRecord, keys: Sequence[str], update: np.ndarray
-) -> ArrayRecord:
-    """``received + update`` on ``keys`` (in each array's dtype); other arrays from ``reply``."""
-    arrays: dict[str, Array] = {}
-    offset = 0
-    chosen = set(keys)
-    for key in received:
-        if key in chosen:
-            base = received[key].numpy()
-            chunk = update[offset : offset + base.size].reshape(base.shape)
-            offset += base.size
-            # np.array keeps a 0-d array 0-d (np.ascontiguousarray would make it shape (1,))
-            arrays[key] = Array(np.array(base + chunk, dtype=base.dtype, order="C"))
-        else:
-            arrays[key] = Array(reply[key].numpy().copy())
-    if offset != update.size:
-        raise ValueError(f"update has {update.size} entries, the arrays {offset}")
-    return ArrayRecord(arrays)
-
-
-def mark_attacker(reply: Message, attack: str, server_round: int) -> None:
-    """Add the measurement-only ``attack-info`` record to ``reply``."""
-    reply.content[ATTACK_INFO_KEY] = ConfigRecord(
-        {"attacker": True, "attack": attack, "server-round": server_round}
-    )
+# --- The round, carried from the instruction into data_fn / train_fn -------------------------
 
 
 def reply_partition(reply: Message, context: Context) -> int:
     """The partition a reply reports in ``client-info`` (else the context's)."""
     info = reply.content.config_records.get(CLIENT_INFO_KEY) if reply.has_content() else None
     if info is not None and "partition-id" in info:
-        return int(info["partition-id"])
+        return read_int(info, "partition-id")
     return partition_id_of(context)
-
-
-# --- The round, carried from the instruction into data_fn / train_fn -------------------------
 
 
 def _config(msg: Message) -> ConfigRecord | None:
@@ -148,7 +90,9 @@ def remember_round(msg: Message, context: Context) -> int | None:
 def current_round(context: Context) -> int | None:
     """The round stored by :func:`attack_context_mod`, or None if unknown."""
     stash = context.state.config_records.get(_ROUND_KEY)
-    return int(stash["server-round"]) if stash is not None and "server-round" in stash else None
+    if stash is None or "server-round" not in stash:
+        return None
+    return read_int(stash, "server-round")
 
 
 def _is_training(context: Context) -> bool:
@@ -160,17 +104,12 @@ def _is_training(context: Context) -> bool:
 def _n_s_estimate(context: Context) -> float | None:
     stash = context.state.config_records.get(_ROUND_KEY)
     if stash is not None and N_S_ESTIMATE_KEY in stash:
-        return float(stash[N_S_ESTIMATE_KEY])  # type: ignore[arg-type]
+        return read_float(stash, N_S_ESTIMATE_KEY)
     return None
 
 
 def _flag_active(context: Context, attack: str) -> None:
     context.state[_ACTIVE_KEY] = ConfigRecord({"attack": attack})
-
-
-def as_schedule(attackers: AttackSchedule | Iterable[int]) -> AttackSchedule:
-    """A schedule, or a fixed pool of the given partition ids."""
-    return attackers if isinstance(attackers, AttackSchedule) else FixedPool(attackers)
 
 
 def is_active(schedule: AttackSchedule, context: Context) -> bool:
@@ -391,15 +330,10 @@ def make_attacker_app(
 
 
 __all__ = [
-    "ATTACK_INFO_KEY",
-    "N_S_ESTIMATE_KEY",
-    "apply_update",
     "attack_context_mod",
     "byzantine_mod",
     "current_round",
-    "flat_update",
     "make_attacker_app",
     "make_attacker_train_fn",
-    "mark_attacker",
     "poisoned_data_fn",
 ]

@@ -1,5 +1,8 @@
 """Round hooks added automatically to runs with an ``[attack]`` section.
 
+They read the :class:`~flower_suite.simulations.threats.ServerThreat` of the run (the attack
+grid's observations and the plan) from the :class:`HookContext`.
+
 - ``backdoor-acc`` / ``backdoor-loss``: the global model on the held-out edge-case test set
   with the attacker's target label (edge-case attacks only; the main accuracy is
   ``test-acc``, repeated as ``main-acc``). With honest edge holders, ``edge-clean-acc`` is the
@@ -22,9 +25,9 @@ import numpy as np
 from flwr.app import ArrayRecord
 
 from flower_suite.attacks.edge_case import relabel
-from flower_suite.simulations.attack_grid import AttackGrid
-from flower_suite.simulations.hooks import HookContext, RoundHook, TestSetEvaluation
-from flower_suite.simulations.threats import ThreatPlan
+from flower_suite.simulations.engine.hooks import HookContext, RoundHook, TestSetEvaluation
+
+__all__ = ["attack_metrics"]
 
 
 def _selected_partitions(ctx: HookContext, server_round: int, received: list[int]) -> set[int]:
@@ -43,8 +46,9 @@ def _selected_partitions(ctx: HookContext, server_round: int, received: list[int
 
 def attack_metrics(ctx: HookContext) -> RoundHook:
     """Hook factory: backdoor accuracy, attacker selection and update norms (see module)."""
-    plan: ThreatPlan = ctx.threat.plan
-    grid: AttackGrid = ctx.threat.grid
+    if ctx.threat is None:
+        raise ValueError("attack_metrics: the run has no [attack] section")
+    plan, grid = ctx.threat.plan, ctx.threat.grid
     evaluations: list[TestSetEvaluation] = []
     if plan.edge_test is not None:
         evaluations.append(

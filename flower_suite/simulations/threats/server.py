@@ -1,13 +1,14 @@
-"""The server-side Grid wrapper of attack runs: forced participation and measurements.
+"""The server side of an attack run: forced participation, injection and measurements.
 
-:class:`AttackGrid` sits between the strategy and the runner's ``MeteredGrid`` (with the
-omniscient :class:`~flower_suite.attacks.ByzantineInjector` in between when configured):
+:func:`server_threat` wraps the server's Grid for a :class:`ThreatPlan`: strategy ->
+:class:`AttackGrid` -> [:class:`~flower_suite.byzantine_injector.ByzantineInjector`, for the
+omniscient attacks ALIE and IPM] -> the runner's ``MeteredGrid``. :class:`AttackGrid` does:
 
 - **Fixed-frequency participation** (spec ``edge-case-backdoors.md`` section 4 and check
   11): Flower's strategies sample with ``random.sample`` over ``grid.get_node_ids()``, which
   cannot force a node in. So the strategy samples as usual (its ``random`` stream is
   unchanged) and, when the round's train instructions go out, this wrapper re-targets them
-  to the partitions :func:`~flower_suite.attacks.sample_participants` picks: the attackers
+  to the partitions :func:`~flower_suite.attacks.schedule.sample_participants` picks: the attackers
   of an attack round plus ``m - #attackers`` honest partitions, or ``m`` honest partitions
   in other rounds. Instructions keep their content; only the destination node changes.
 - **Measurements**: per train round, each reply's partition and update norm
@@ -27,11 +28,16 @@ import numpy as np
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
-from flower_suite.attacks import FixedFrequency, sample_participants
-from flower_suite.attacks.injector import round_of
-from flower_suite.attacks.mods import flat_update
-from flower_suite.clients.client_app import CLIENT_INFO_KEY
+from flower_suite.attacks.schedule import FixedFrequency, sample_participants
+from flower_suite.byzantine_injector import ByzantineInjector, round_of
 from flower_suite.forwarding_grid import ForwardingGrid
+from flower_suite.simulations.config import ExperimentConfig
+from flower_suite.simulations.threats.plan import ThreatPlan
+from flower_suite.wire.config import read_int
+from flower_suite.wire.keys import CLIENT_INFO_KEY
+from flower_suite.wire.updates import flat_update
+
+__all__ = ["AttackGrid", "RoundObservation", "ServerThreat", "server_threat"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +55,14 @@ class RoundObservation:
 
 
 def _partition(reply: Message) -> int:
+    """The partition a reply reports (-1: none, or not a valid integer)."""
     info = reply.content.config_records.get(CLIENT_INFO_KEY)
-    return int(info["partition-id"]) if info is not None and "partition-id" in info else -1
+    if info is None:
+        return -1
+    try:
+        return read_int(info, "partition-id", default=-1)
+    except (TypeError, ValueError):
+        return -1
 
 
 class AttackGrid(ForwardingGrid):
@@ -116,8 +128,9 @@ class AttackGrid(ForwardingGrid):
         if len(train) != self.clients_per_round or len(train) >= self.num_partitions:
             return messages  # everyone takes part, or a strategy sampling its own way
         node_of = {p: n for n, p in self.partitions.items()}
-        wanted = [node_of.get(p) for p in self.participants(server_round)]
-        if any(node is None for node in wanted):
+        looked_up = [node_of.get(p) for p in self.participants(server_round)]
+        wanted = [node for node in looked_up if node is not None]
+        if len(wanted) != len(looked_up):
             logger.warning("round %d: partitions unknown, sampling not forced", server_round)
             return messages
         keep = set(wanted)
@@ -169,3 +182,37 @@ class AttackGrid(ForwardingGrid):
             record.partitions.append(_partition(reply))
             record.node_ids.append(node)
             record.norms.append(float(np.linalg.norm(update)))
+
+
+@dataclass
+class ServerThreat:
+    """The server's view of an attack run: the plan, the grid the strategy talks to and, for
+    omniscient attacks, the injector below it."""
+
+    plan: ThreatPlan
+    grid: AttackGrid
+    injector: ByzantineInjector | None = None
+
+
+def server_threat(
+    plan: ThreatPlan, inner: Grid, partitions: dict[int, int], config: ExperimentConfig
+) -> ServerThreat:
+    """Wrap ``inner`` (the runner's ``MeteredGrid``): strategy -> AttackGrid -> [injector] ->
+    inner. ``partitions`` (node id -> partition id) is the inner grid's own dict, filled as
+    nodes report their partitions."""
+    below, injector = inner, None
+    if plan.omniscient:
+        injector = ByzantineInjector(
+            inner, plan.attack.name, plan.schedule, seed=config.seed, **plan.attack.params
+        )
+        below = injector
+    forced = plan.schedule if isinstance(plan.schedule, FixedFrequency) else None
+    grid = AttackGrid(
+        below,
+        partitions,
+        forced,
+        num_partitions=config.num_clients,
+        clients_per_round=config.sampled_clients,
+        seed=config.seed,
+    )
+    return ServerThreat(plan=plan, grid=grid, injector=injector)

@@ -1,10 +1,11 @@
 """Benchmark grids: the grid file schema, its validation, and the cells it expands to.
 
-A grid names a base experiment and axes of labelled overrides; every combination of one
-entry per axis and one seed is a **cell**, one experiment. See :mod:`flower_suite.simulations.bench`
-for the file format and the runner. Every error is a :class:`ConfigError` naming the field
-(``axis.defense[2].label: missing``) or the cell and field (``cell defense=ndc seed=0:
-strategy.max_norm: ...``).
+A grid (:class:`BenchGrid`) names a base experiment and axes of labelled overrides; every
+combination of one entry per axis and one seed is a **cell**, one experiment. See
+:mod:`flower_suite.simulations.bench` for the file format and
+:mod:`~flower_suite.simulations.bench.runs` for running it. Every error is a
+:class:`ConfigError` naming the field (``axis.defense[2].label: missing``) or the cell and
+field (``cell defense=ndc seed=0: strategy.max_norm: ...``).
 
 Cells are keyed by a SHA-256 of their resolved config (less ``name``/``output_dir``), so an
 edited grid re-runs exactly the cells whose experiment changed.
@@ -25,13 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flower_suite.simulations.bench_report import ReportConfig, parse_report
+from flower_suite.simulations.bench.report import ReportConfig, parse_report
 from flower_suite.simulations.config import (
     ConfigError,
     ExperimentConfig,
     load_config,
     resolve_experiment,
 )
+from flower_suite.simulations.engine.runner import check_strategy, prepare
+from flower_suite.simulations.engine.task import ExperimentTask
 
 DEFAULT_OUTPUT = "bench"
 _TOP_KEYS = ("name", "base", "seeds", "output_dir", "set", "axis", "report")
@@ -67,7 +70,7 @@ class Axis:
 
 
 @dataclass(frozen=True)
-class Grid:
+class BenchGrid:
     """A parsed, validated grid file (cells not yet resolved; see :func:`expand`)."""
 
     name: str
@@ -181,7 +184,7 @@ def _parse_axis(name: str, raw: Any) -> Axis:
     return Axis(name, tuple(entries))
 
 
-def parse_grid(raw: Mapping[str, Any], *, grid_dir: Path | None = None) -> Grid:
+def parse_grid(raw: Mapping[str, Any], *, grid_dir: Path | None = None) -> BenchGrid:
     """Validate a parsed grid (TOML data); errors are :class:`ConfigError` naming the field."""
     for key in raw:
         if key not in _TOP_KEYS:
@@ -229,10 +232,10 @@ def parse_grid(raw: Mapping[str, Any], *, grid_dir: Path | None = None) -> Grid:
                 f"axis.{b.name}: sets {', '.join(shared)}, which axis.{a.name} also sets"
             )
     report = parse_report(raw.get("report", {}), [a.name for a in axes])
-    return Grid(name, base, seeds, overrides, axes, report, output_dir, dict(raw))
+    return BenchGrid(name, base, seeds, overrides, axes, report, output_dir, dict(raw))
 
 
-def load_grid(path_or_dict: str | Path | Mapping[str, Any]) -> Grid:
+def load_grid(path_or_dict: str | Path | Mapping[str, Any]) -> BenchGrid:
     """Read and validate a grid TOML file (or already-parsed data)."""
     if isinstance(path_or_dict, Mapping):
         return parse_grid(path_or_dict)
@@ -253,7 +256,7 @@ def config_hash(config: ExperimentConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def expand(grid: Grid) -> list[Cell]:
+def expand(grid: BenchGrid) -> list[Cell]:
     """Every cell (axes in file order, seeds innermost), each config loaded and validated.
 
     A cell whose config fails raises a :class:`ConfigError` naming the cell and the field.
@@ -269,7 +272,10 @@ def expand(grid: Grid) -> list[Cell]:
         values = {
             **overrides,
             "seed": seed,
-            "name": f"{grid.name}-{slug + '-' if slug else ''}s{seed}",
+            # labels may hold any text; a run name must stay one path component
+            "name": re.sub(
+                r"[^A-Za-z0-9._-]+", "-", f"{grid.name}-{slug + '-' if slug else ''}s{seed}"
+            ),
         }
         describe = " ".join([*(f"{a}={v}" for a, v in labels), f"seed={seed}"])
         try:
@@ -296,14 +302,11 @@ def check_cells(cells: Sequence[Cell]) -> None:
     """What ``flower-suite run`` checks before Ray, and that every strategy can be built
     with its keyword values (registry checks cover only the names).
 
-    The data/partition/model check (``runner.prepare``) loads data, which can take seconds:
+    The data/partition/model check (the engine's ``prepare``) loads data, which can take seconds:
     it runs once per distinct setup, ignoring the fields that vary cheaply between cells
     (seed, strategy, rounds, attack), whose values ``load_config`` has already validated.
     """
-    from flower_suite.simulations.runner import prepare
-    from flower_suite.simulations.server import build_strategy
-
-    prepared: dict[str, Any] = {}
+    prepared: dict[str, ExperimentTask] = {}
     ignored = ("seed", "strategy", "rounds", "attack", *_UNHASHED_FIELDS)
     with _flwr_log_level(logging.ERROR):
         for cell in cells:
@@ -312,6 +315,6 @@ def check_cells(cells: Sequence[Cell]) -> None:
             try:
                 if setup_key not in prepared:
                     prepared[setup_key] = prepare(cell.config)
-                build_strategy(cell.config, task=prepared[setup_key])
+                check_strategy(cell.config, prepared[setup_key])  # what `run` checks too
             except (ConfigError, FileNotFoundError, ValueError, TypeError) as err:
                 raise ConfigError(f"cell {cell.describe()}: {err}") from err

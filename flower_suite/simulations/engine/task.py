@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,18 +19,24 @@ from torch import nn
 from flower_suite.clients.client_app import ClientData
 from flower_suite.data.dataset import ArrayDataset
 from flower_suite.data.partition import PartitionSpec, label_histograms, partition_indices
-from flower_suite.data.registry import load_dataset
+from flower_suite.data.registry import DATASETS, load_dataset
 from flower_suite.models import MODELS
 from flower_suite.models.lowrank_spec import LowRankSpec
 from flower_suite.registry import accepted_parameters
 from flower_suite.simulations.config import DataConfig, ExperimentConfig, PartitionConfig
+from flower_suite.simulations.threats.plan import ThreatPlan, plan_threat
 from flower_suite.training import TrainConfig
 
 
 @functools.lru_cache(maxsize=4)
-def load_split(data: DataConfig, seed: int) -> tuple[ArrayDataset, ArrayDataset]:
-    """The experiment's (train, test) data, loaded once per process."""
-    return load_dataset(data.dataset, data.path, data.test_fraction, seed)
+def load_split(
+    data: DataConfig, seed: int, loader: DataLoader | None = None
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """The experiment's (train, test) data, loaded once per process; ``loader`` is the
+    registered loader the driver resolved (a Ray worker may not have the registration)."""
+    if loader is None:
+        return load_dataset(data.dataset, data.path, data.test_fraction, seed)
+    return loader(data.path, data.test_fraction, seed)
 
 
 @functools.lru_cache(maxsize=4)
@@ -48,6 +55,9 @@ def client_partitions(
     return tuple(partition_indices(train, num_clients, spec))
 
 
+ModelFactory = Callable[..., nn.Module]
+DataLoader = Callable[[str, float, int], tuple[ArrayDataset, ArrayDataset]]
+
 # Data up to this size travels inside the pickled ClientApp to each Ray actor; larger data
 # is loaded (once, cached) by every actor instead.
 SHIP_DATA_LIMIT_BYTES = 64 * 2**20
@@ -64,8 +74,12 @@ class ExperimentTask:
     config: ExperimentConfig
     split: tuple[ArrayDataset, ArrayDataset] | None = field(default=None, compare=False, repr=False)
     parts: tuple[np.ndarray, ...] | None = field(default=None, compare=False, repr=False)
-    # The seeded attack plan (threats.ThreatPlan) of configs with an [attack] section.
-    threat: Any = field(default=None, compare=False, repr=False)
+    # The seeded attack plan of configs with an [attack] section.
+    threat: ThreatPlan | None = field(default=None, compare=False, repr=False)
+    # The model factory and data loader the driver resolved by name: they travel with the
+    # task, so components a user registered in the driver process work in Ray workers too.
+    model_factory: ModelFactory | None = field(default=None, compare=False, repr=False)
+    data_loader: DataLoader | None = field(default=None, compare=False, repr=False)
 
     def preloaded(self, ship_limit_bytes: int = SHIP_DATA_LIMIT_BYTES) -> ExperimentTask:
         """A copy carrying the partitions (and attack plan), and the data too when it is
@@ -74,35 +88,30 @@ class ExperimentTask:
         size = sum(a.nbytes for d in (train, test) for a in (d.x, d.y))
         split = (train, test) if size <= ship_limit_bytes else None
         return ExperimentTask(
-            self.config, split=split, parts=self.partitions(), threat=self.threat_plan()
+            self.config,
+            split=split,
+            parts=self.partitions(),
+            threat=self.threat_plan(),
+            model_factory=MODELS.get(self.config.model.name),
+            data_loader=DATASETS.get(self.config.data.dataset),
         )
 
-    def threat_plan(self) -> Any:
-        """The attack plan (``threats.ThreatPlan``), or None without ``[attack]``; computed
-        here when not carried (it is deterministic in the config)."""
+    def threat_plan(self) -> ThreatPlan | None:
+        """The attack plan, or None without ``[attack]``; computed here when not carried (it
+        is deterministic in the config)."""
         if self.threat is not None or not self.config.attack.enabled:
             return self.threat
-        from flower_suite.simulations.threats import plan_threat
-
         return plan_threat(self)
 
     @property
     def train_config(self) -> TrainConfig:
         """Client defaults (``lr`` before ``client.lr_decay``, which the server sends)."""
-        c = self.config.client
-        return TrainConfig(
-            local_epochs=c.local_epochs,
-            lr=c.lr,
-            momentum=c.momentum,
-            weight_decay=c.weight_decay,
-            batch_size=c.batch_size,
-            proximal_mu=c.proximal_mu,
-        )
+        return self.config.client.train_config()
 
     def data(self) -> tuple[ArrayDataset, ArrayDataset]:
         if self.split is not None:
             return self.split
-        return load_split(self.config.data, self.config.seed)
+        return load_split(self.config.data, self.config.seed, self.data_loader)
 
     def partitions(self) -> tuple[np.ndarray, ...]:
         if self.parts is not None:
@@ -120,7 +129,7 @@ class ExperimentTask:
     def model_kwargs(self) -> dict[str, Any]:
         """Config kwargs plus num_classes / in_channels inferred from the data when accepted."""
         kwargs = dict(self.config.model.kwargs)
-        params = MODELS.parameters(self.config.model.name)
+        params = accepted_parameters(self._model_factory())
         train, _ = self.data()
         if "num_classes" in params:
             kwargs.setdefault("num_classes", train.num_classes)
@@ -130,12 +139,19 @@ class ExperimentTask:
 
     def build_model(self, seed: int | None = None) -> nn.Module:
         """A fresh model; with ``seed``, its initial weights are deterministic."""
-        factory = MODELS.get(self.config.model.name)
+        factory = self._model_factory()
         if seed is None:
             return factory(**self.model_kwargs())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return factory(**self.model_kwargs())
+
+    def _model_factory(self) -> ModelFactory:
+        return self.model_factory or MODELS.get(self.config.model.name)
+
+    def model_size(self) -> int:
+        """Number of values in the model's state (parameters and buffers)."""
+        return sum(int(t.numel()) for t in self.build_model(seed=0).state_dict().values())
 
     @property
     def lowrank_spec(self) -> LowRankSpec | None:
@@ -180,7 +196,7 @@ class ExperimentTask:
         spec = self.lowrank_spec
         if spec is not None:
             try:
-                factorized = spec.apply(model)
+                factorized = spec.apply(model, svd_init=False)  # the structure is enough
             except ValueError as err:
                 raise ValueError(f"lowrank: {err}") from err
             if factorized.state_dict().keys() == model.state_dict().keys():

@@ -32,10 +32,12 @@ from flwr.app import ArrayRecord, Message, MessageType
 from flwr.serverapp import Grid
 
 from flower_suite.attacks.byzantine import BYZANTINE_ATTACKS, UpdateAttack
-from flower_suite.attacks.mods import apply_update, as_schedule, flat_update, mark_attacker
-from flower_suite.attacks.schedule import AttackSchedule
-from flower_suite.clients.client_app import CLIENT_INFO_KEY, client_seed
+from flower_suite.attacks.schedule import AttackSchedule, as_schedule
+from flower_suite.clients.client_app import client_seed
 from flower_suite.forwarding_grid import ForwardingGrid
+from flower_suite.wire.config import read_int
+from flower_suite.wire.keys import CLIENT_INFO_KEY
+from flower_suite.wire.updates import apply_update, flat_update, mark_attacker
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +58,14 @@ def _partition(reply: Message) -> int | None:
     info = reply.content.config_records.get(CLIENT_INFO_KEY)
     if info is None or "partition-id" not in info:
         return None
-    return int(info["partition-id"])
+    return read_int(info, "partition-id")
 
 
 def round_of(message: Message) -> int:
     """The server round a train instruction belongs to (its config, else its group id)."""
     config = message.content.config_records.get("config") if message.has_content() else None
     if config is not None and "server-round" in config:
-        return int(config["server-round"])  # type: ignore[arg-type]
+        return read_int(config, "server-round")
     try:
         return int(message.metadata.group_id)  # Flower sets group_id = str(server_round)
     except ValueError:
@@ -142,7 +144,8 @@ class ByzantineInjector(ForwardingGrid):
         if not usable:
             return
         server_round = round_of(sent[int(usable[0].metadata.src_node_id)])
-        attackers, honest = [], []
+        attackers: list[Message] = []
+        honest: list[Message] = []
         for reply in usable:
             partition = _partition(reply)
             active = partition is not None and self.schedule.is_active(partition, server_round)
@@ -166,7 +169,8 @@ class ByzantineInjector(ForwardingGrid):
             sent_arrays = reply.content.array_records["arrays"]
             reply.content["arrays"] = apply_update(base, sent_arrays, keys, row)
             mark_attacker(reply, self.attack.name, server_round)
-        partitions = tuple(int(_partition(r)) for r in attackers)  # type: ignore[arg-type]
+        # (every attacker reported its partition: that is how it was recognised)
+        partitions = tuple(p for r in attackers if (p := _partition(r)) is not None)
         self.records.append(InjectionRecord(server_round, partitions, len(honest)))
 
     @staticmethod

@@ -1,52 +1,10 @@
-"""The benchmark harness: a grid of experiments (axes x seeds) run cell by cell, resumable.
+"""Running a benchmark grid: cells one by one (or in worker processes), resumable.
 
-A grid file names a base experiment and axes of labelled overrides; every combination of one
-entry per axis and one seed is a **cell**, i.e. one :func:`run_experiment`. Example::
-
-    name = "digits-edge"                   # results go to <output>/<name>/ (default bench/)
-    base = "experiments/digits_edge.toml"  # experiment TOML (relative to this file or the
-                                           # working directory) or a preset name
-    seeds = [0, 1, 2]                      # default: the base experiment's seed
-    [set]                                  # dotted overrides applied to every cell
-    rounds = 30
-    [[axis.attack]]                        # an axis: entries with a label + dotted overrides
-    label = "none"
-    [[axis.attack]]
-    label = "blackbox"
-    "attack.name" = "edge_blackbox"
-    [[axis.defense]]
-    label = "ndc"
-    "strategy.name" = "ndc"
-    "strategy.max_norm" = 0.3
-    [report]                               # optional, see bench_report.ReportConfig
-    last_rounds = 5                        # summary: mean over the last k rounds
-    main = "test-acc"
-    target = "backdoor-acc"
-
-Overrides merge into the base experiment (a nested table is the same as its dotted keys), so
-keyword arguments of the base strategy persist when an axis changes ``strategy.name``; keep
-the base strategy plain. Every cell's config is validated before anything runs.
-
-Layout of ``<output>/<name>/``::
-
-    grid.toml            the grid as given (resolved base path)
-    cells/<labels>-s<seed>-<hash>/
-        cell.json        labels, seed, config hash
-        config.toml      the cell's resolved experiment (re-runnable with `flower-suite run`)
-        rows.jsonl       one JSON object per round, written as rounds end
-        done             written last: the cell is finished (resume skips it)
-        error.txt        when the cell failed
-    results.csv          tidy: one row per cell x round (axis labels, seed, round, metrics)
-    summary.md           final results: mean ± sd over seeds of the last-k-rounds average
-    <metric>_vs_round.png, main_vs_target.png
-
-Cells are keyed by a hash of their resolved config (less ``name``/``output_dir``): editing a
-grid re-runs exactly the cells whose experiment changed.
-
-Parallelism: each cell is a Ray simulation sized to every CPU of the machine, so by default
-cells run one after another in this process. ``parallel=N`` runs up to N cells at once in
-spawned worker processes (each with its own Ray instance): worth it only where one
-simulation leaves cores idle (few clients on many cores); on 2 cores 1 is fastest.
+:func:`run_bench` expands a grid (:mod:`~flower_suite.simulations.bench.grid`), skips the
+cells whose ``done`` marker matches their config hash, runs the others with the engine's
+``run_experiment`` (each streaming its rows to ``rows.jsonl``) and writes the report
+(:mod:`~flower_suite.simulations.bench.report`). The file format and the output layout are
+described in :mod:`flower_suite.simulations.bench`.
 """
 
 from __future__ import annotations
@@ -64,35 +22,20 @@ from typing import Any
 
 import tomli_w
 
-from flower_suite.simulations.bench_grid import (
-    Axis,
-    AxisEntry,
-    Cell,
-    Grid,
-    check_cells,
-    config_hash,
-    expand,
-    load_grid,
-    parse_grid,
-)
-from flower_suite.simulations.bench_report import ReportConfig, write_report
+from flower_suite.simulations.bench.grid import BenchGrid, Cell, check_cells, expand, load_grid
+from flower_suite.simulations.bench.report import write_report
 from flower_suite.simulations.config import ConfigError
+from flower_suite.simulations.engine import runner
 
 __all__ = [
-    "Axis",
-    "AxisEntry",
     "BenchResult",
-    "Cell",
     "CellResult",
-    "Grid",
     "ProgressEvent",
-    "ReportConfig",
-    "config_hash",
-    "expand",
+    "cell_dir",
+    "grid_output_dir",
     "is_done",
-    "load_grid",
-    "parse_grid",
     "plan",
+    "read_rows",
     "run_bench",
     "run_cell",
 ]
@@ -140,8 +83,6 @@ def run_cell(
 
     Returns the rows and the wall time. Exceptions propagate after ``error.txt`` is written.
     """
-    from flower_suite.simulations.runner import run_experiment
-
     _start_cell_dir(directory, cell)
     start = time.perf_counter()
     with (directory / "rows.jsonl").open("w", encoding="utf-8") as fh:
@@ -153,7 +94,7 @@ def run_cell(
                 on_round(row)
 
         try:
-            result = run_experiment(cell.config, on_round=log, record=False, quiet=True)
+            result = runner.run_experiment(cell.config, on_round=log, record=False, quiet=True)
         except BaseException:
             (directory / "error.txt").write_text(traceback.format_exc())
             raise
@@ -218,7 +159,7 @@ ProgressFn = Callable[[ProgressEvent], None]
 class BenchResult:
     """What :func:`run_bench` returns: per-cell outcomes and the report files."""
 
-    grid: Grid
+    grid: BenchGrid
     output_dir: Path
     cells: list[CellResult]
     files: dict[str, Path] = field(default_factory=dict)  # "results", "summary", plots
@@ -232,16 +173,16 @@ class BenchResult:
         return sum(c.status == status for c in self.cells)
 
 
-def grid_output_dir(grid: Grid, output_dir: str | Path | None = None) -> Path:
+def grid_output_dir(grid: BenchGrid, output_dir: str | Path | None = None) -> Path:
     """``<output_dir or grid.output_dir>/<grid.name>``."""
     return Path(output_dir or grid.output_dir) / grid.name
 
 
 def plan(
-    grid_or_path: Grid | str | Path | Mapping[str, Any], *, check: bool = True
-) -> tuple[Grid, list[Cell]]:
+    grid_or_path: BenchGrid | str | Path | Mapping[str, Any], *, check: bool = True
+) -> tuple[BenchGrid, list[Cell]]:
     """Load the grid and resolve every cell; with ``check`` also the pre-Ray input checks."""
-    grid = grid_or_path if isinstance(grid_or_path, Grid) else load_grid(grid_or_path)
+    grid = grid_or_path if isinstance(grid_or_path, BenchGrid) else load_grid(grid_or_path)
     cells = expand(grid)
     if check:
         check_cells(cells)
@@ -249,7 +190,7 @@ def plan(
 
 
 def run_bench(
-    grid_path_or_dict: Grid | str | Path | Mapping[str, Any],
+    grid_path_or_dict: BenchGrid | str | Path | Mapping[str, Any],
     *,
     output_dir: str | Path | None = None,
     parallel: int = 1,
@@ -261,7 +202,7 @@ def run_bench(
 
     Parameters
     ----------
-    grid_path_or_dict : a grid TOML path, its parsed data, or a :class:`Grid`.
+    grid_path_or_dict : a grid TOML path, its parsed data, or a :class:`BenchGrid`.
     output_dir : parent of the grid's directory (default: the grid's ``output_dir``, "bench").
     parallel : cells run at once. 1 runs in this process; N > 1 runs cells in N spawned
         processes, each its own Ray simulation sized to all CPUs, so N > 1 only pays where

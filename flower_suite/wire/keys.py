@@ -1,0 +1,56 @@
+"""The record keys and message types both sides of a protocol agree on (framework-free).
+
+A server module and a client module that exchange a record name it from here, so neither
+imports the other: strategies, Grid wrappers and hooks on one side, ClientApps and mods on the
+other. Only string constants live here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ARRAYS_KEY",
+    "ASSIGNMENT_KEY",
+    "ATTACK_INFO_KEY",
+    "CLIENT_INFO_KEY",
+    "FEDMA_ACTION",
+    "FEDMA_EVALUATE",
+    "FEDMA_INFO_KEY",
+    "FEDMA_TRAIN",
+    "METRICS_IN_CLEAR",
+    "N_S_ESTIMATE_KEY",
+    "RECORD_KEY",
+    "WEIGHT_KEY",
+]
+
+# --- Every reply ------------------------------------------------------------------------------
+
+# ConfigRecord with the node's `partition-id` (not in the metrics, which strategies average):
+# the simulation runner orders nodes and replies by it.
+CLIENT_INFO_KEY = "client-info"
+
+# --- Attacks (clients/attacker.py, byzantine_injector.py <-> simulations) ---------------------
+
+# ConfigRecord `{"attacker": True, "attack": name, "server-round": t}` on the replies of acting
+# attackers: for measurement only (selection rates); a strategy or defense must never read it.
+ATTACK_INFO_KEY = "attack-info"
+# Optional train-config key: the server's estimate of n_S for model replacement (spec pitfall
+# 7); overrides PGDTrain.total_examples when present.
+N_S_ESTIMATE_KEY = "n-s-estimate"
+
+# --- FedMA (clients/fedma_client.py <-> strategies/fedma*.py) ---------------------------------
+
+FEDMA_ACTION = "fedma"
+FEDMA_TRAIN = f"train.{FEDMA_ACTION}"
+FEDMA_EVALUATE = f"evaluate.{FEDMA_ACTION}"
+# In a step-n instruction the ArrayRecord holds the global layer n-1 plus this int64 array.
+ASSIGNMENT_KEY = "fedma.assignment"
+# ConfigRecord of a FedMA reply: the client's class counts and the step it answers.
+FEDMA_INFO_KEY = "fedma-info"
+
+# --- Secure aggregation (clients/secagg_mod.py <-> strategies/secagg*.py) ---------------------
+
+RECORD_KEY = "secagg"  # ConfigRecord carrying the protocol message
+# Extra keys the server adds to the stage-3 record (beside the protocol message).
+ARRAYS_KEY = "arrays-key"
+WEIGHT_KEY = "weight-key"
+METRICS_IN_CLEAR = "metrics-in-clear"
