@@ -7,6 +7,7 @@ from flower_suite.clients.client_app import (
     make_client_app,
     train_config_from,
 )
+from flower_suite.clients.compression_mod import make_compression_mod
 from flower_suite.clients.secagg_mod import make_secagg_mod, secagg_mod
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "client_seed",
     "load_arrays",
     "make_client_app",
+    "make_compression_mod",
     "make_secagg_mod",
     "secagg_mod",
     "train_config_from",

@@ -23,6 +23,7 @@ from typing import Any
 from flwr.serverapp.strategy import Strategy
 
 from flower_suite.registry import Registry
+from flower_suite.strategies.compressed import Compressed, CompressionRoundRecord
 from flower_suite.strategies.defenses import CRFL, FLAME, FoolsGold, NormClipping, WeakDP
 from flower_suite.strategies.detox import DETOX
 from flower_suite.strategies.fedavg import FedAvg, FedProx
@@ -88,6 +89,8 @@ __all__ = [
     "STRATEGIES",
     "Bulyan",
     "CenteredClipping",
+    "Compressed",
+    "CompressionRoundRecord",
     "FedAvg",
     "FedMA",
     "FedMedian",

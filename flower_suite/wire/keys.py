@@ -54,3 +54,10 @@ RECORD_KEY = "secagg"  # ConfigRecord carrying the protocol message
 ARRAYS_KEY = "arrays-key"
 WEIGHT_KEY = "weight-key"
 METRICS_IN_CLEAR = "metrics-in-clear"
+
+# --- Update compression (clients/compression_mod.py <-> strategies/compressed.py) ------------
+
+COMPRESSED_KEY = "compressed-update"  # ArrayRecord of the reply: one codec message per tensor
+PAYLOAD_STYPE = "flower_suite.compression"  # Array.stype of one codec message (raw bytes)
+BYTES_METRIC = "compressed-bytes"  # reply metric: codec bytes of the payload (client's claim)
+RESIDUAL_STATE_KEY = "compression-residual"  # Context.state ArrayRecord (error feedback)

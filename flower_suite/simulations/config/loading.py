@@ -79,6 +79,8 @@ def _build_section(cls: type, raw: Any, where: str) -> Any:
     values = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in raw.items()}
     try:
         return cls(**values)
+    except ConfigError:  # already names its field
+        raise
     except ValueError as err:  # a section that checks its own ranges names the field first
         raise ConfigError(f"{where}.{err}") from err
 
