@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -75,15 +77,20 @@ SCRIPT = textwrap.dedent(
 def test_components_registered_in_the_driver_script_train_on_ray(tmp_path: Path) -> None:
     script = tmp_path / "user_script.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "RAY_TMPDIR": str(tmp_path / "ray")}
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,  # ~30 s idle; generous for a loaded CI machine
-    )
+    # Ray's own temp directory, short: its Unix socket paths must fit in 107 bytes, which a
+    # path under pytest's tmp_path does not (Ray then waits for a GCS that never starts).
+    ray_tmp = tempfile.mkdtemp(prefix="fs-ray-", dir="/tmp")
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env={**os.environ, "RAY_TMPDIR": ray_tmp},
+            capture_output=True,
+            text=True,
+            timeout=540,  # ~30 s idle; generous for a loaded CI machine
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "RegistryError" not in proc.stderr
     accuracies = json.loads(proc.stdout.strip().splitlines()[-1])["acc"]
