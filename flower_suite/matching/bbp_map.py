@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import linear_sum_assignment
 
 __all__ = ["MatchResult", "bbp_map_scores", "match_layer"]
 
@@ -228,6 +227,10 @@ def _best_targets(state: _MatchState, w: FloatArray, model: _MatchModel) -> IntA
         mu0=model.mu, gamma0=model.gamma0, n_new=n_new,
         popularity_weight=model.popularity_weight, popularity_cap=model.popularity_cap,
     )  # fmt: skip
+    # Imported here: SciPy's optimize package costs ~0.8 s of every command's start-up (the
+    # strategies import FedMA), and only FedMA's matching needs it.
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(-scores)
     target = np.empty(w.shape[0], dtype=np.int64)
     target[rows] = cols
