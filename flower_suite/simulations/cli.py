@@ -26,7 +26,7 @@ from rich.table import Table
 from flower_suite.data.registry import DATASETS
 from flower_suite.models import MODELS, count_parameters
 from flower_suite.simulations.bench import ProgressEvent, run_bench
-from flower_suite.simulations.config import ConfigError, ExperimentConfig, load_config, presets
+from flower_suite.simulations.config import ConfigError, load_config, presets
 from flower_suite.simulations.engine.runner import prepare, run_experiment
 from flower_suite.simulations.engine.task import ExperimentTask
 from flower_suite.strategies import STRATEGIES
@@ -106,7 +106,8 @@ def round_table(rows: Sequence[Mapping[str, Any]], title: str = "") -> Table:
     return table
 
 
-def _run(config: ExperimentConfig, args: argparse.Namespace, console: Console) -> int:
+def _run(task: ExperimentTask, args: argparse.Namespace, console: Console) -> int:
+    config = task.config
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -128,6 +129,7 @@ def _run(config: ExperimentConfig, args: argparse.Namespace, console: Console) -
             output_dir=args.output_dir,
             record=not args.no_record,
             quiet=not args.verbose,
+            prepared=task,
         )
     console.print(round_table(result.rows, title=config.name))
     if result.run_dir is not None:
@@ -258,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("dry run: the config is valid; nothing was run", highlight=False)
         return 0
     try:
-        return _run(config, args, console)
+        return _run(task, args, console)
     except ConfigError as err:  # raised before Ray starts (e.g. an unwritable output_dir)
         console.print(f"[red]config error:[/red] {err}", highlight=False)
         return 2

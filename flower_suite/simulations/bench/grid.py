@@ -313,8 +313,9 @@ def check_cells(cells: Sequence[Cell]) -> None:
             setup = {k: v for k, v in cell.config.to_dict().items() if k not in ignored}
             setup_key = json.dumps(setup, sort_keys=True, default=str)
             try:
-                if setup_key not in prepared:
+                if setup_key not in prepared:  # prepare checks this cell's strategy too
                     prepared[setup_key] = prepare(cell.config)
-                check_strategy(cell.config, prepared[setup_key])  # what `run` checks too
+                else:  # same setup, maybe another strategy: what `run` would check
+                    check_strategy(cell.config, prepared[setup_key])
             except (ConfigError, FileNotFoundError, ValueError, TypeError) as err:
                 raise ConfigError(f"cell {cell.describe()}: {err}") from err

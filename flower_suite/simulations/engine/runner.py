@@ -124,10 +124,8 @@ def check_model(task: ExperimentTask) -> None:
     factorization that does not apply to it)."""
     try:
         task.check_model_fits_data()
-    except ValueError as err:
-        message = str(err)
-        field = "" if message.startswith("lowrank") else "model.name: "
-        raise ConfigError(f"{field}{message}") from err
+    except ValueError as err:  # its messages start with the field (model.name, lowrank)
+        raise ConfigError(str(err)) from err
 
 
 def check_strategy(config: ExperimentConfig, task: ExperimentTask) -> None:
@@ -169,8 +167,12 @@ def run_experiment(
     output_dir: str | Path | None = None,
     record: bool = True,
     quiet: bool = True,
+    prepared: ExperimentTask | None = None,
 ) -> RunResult:
     """Run ``config`` on the Ray simulation engine and return per-round metrics.
+
+    ``prepared``: the task :func:`prepare` returned for this ``config``, when the caller
+    has prepared it already (the CLI does, to report config errors); else it is prepared here.
 
     ``client_mods`` are Flower mods applied to every client (they can check
     ``context.node_config["partition-id"]`` to act on some clients only). With ``record`` the
@@ -179,7 +181,7 @@ def run_experiment(
     """
     from flwr.simulation import run_simulation
 
-    task = prepare(config)
+    task = prepared if prepared is not None else prepare(config)
     recorder = RunRecorder.create(output_dir or config.output_dir, config.name) if record else None
     outcome: dict[str, RunResult | BaseException] = {}
     server_app = ServerApp()

@@ -185,12 +185,12 @@ class ExperimentTask:
                 out = model(torch.as_tensor(test.x[:2]))
         except RuntimeError as err:
             raise ValueError(
-                f"model {self.config.model.name!r} does not accept {self.config.data.dataset} "
-                f"inputs of shape {tuple(test.x.shape[1:])}: {err}"
+                f"model.name: {self.config.model.name!r} does not accept "
+                f"{self.config.data.dataset} inputs of shape {tuple(test.x.shape[1:])}: {err}"
             ) from err
         if out.ndim != 2 or out.shape[1] != test.num_classes:
             raise ValueError(
-                f"model {self.config.model.name!r} outputs {tuple(out.shape[1:])} but "
+                f"model.name: {self.config.model.name!r} outputs {tuple(out.shape[1:])} but "
                 f"{self.config.data.dataset} has {test.num_classes} classes"
             )
         spec = self.lowrank_spec
