@@ -33,6 +33,7 @@ __all__ = [
     "log_strategy_start_info",
     "message_identity",
     "sample_nodes",
+    "simulation_partition_map",
 ]
 
 # Type aliases of ``flwr.clientapp.typing`` (not exported by ``flwr.clientapp``):
@@ -117,3 +118,18 @@ def log_strategy_start_info(
     arrays, train_config, evaluate_config)``.
     """
     strategy_utils.log_strategy_start_info(num_rounds, arrays, train_config, evaluate_config)
+
+
+def simulation_partition_map(grid: Grid, num_nodes: int) -> dict[int, int] | None:
+    """Node id -> partition id of a Flower simulation, read without sending a message.
+
+    Relies on ``flwr.server.superlink.fleet.vce.vce_api._register_nodes``: the simulation
+    engine creates node ``i`` for partition ``i``, in order, in the link state that the
+    ServerApp's ``InMemoryGrid`` holds as ``grid.state``, whose ``nodes`` dict keeps that
+    creation order. ``None`` where ``grid`` is not such a Grid (a deployment's), or the state
+    does not hold exactly ``num_nodes`` nodes: the caller then asks each node instead.
+    """
+    nodes = getattr(getattr(grid, "state", None), "nodes", None)
+    if not isinstance(nodes, dict) or len(nodes) != num_nodes:
+        return None
+    return {int(node_id): partition for partition, node_id in enumerate(nodes)}

@@ -20,7 +20,12 @@ export FLOWER_SUITE_OUTPUT_DIR=${FLOWER_SUITE_OUTPUT_DIR:-$PWD/runs}
 mkdir -p "$FLWR_HOME"
 
 stop_superlink() {
-  pkill -f "flower-superlink.*127.0.0.1:${FLWR_LOCAL_CONTROL_API_PORT}" 2>/dev/null || true
+  # Stopped by PID: the process listening on our private ports (never by name, which could
+  # hit another user's SuperLink).
+  for port in "$FLWR_LOCAL_SUPERLINK_HTTP_API_PORT" "$FLWR_LOCAL_CONTROL_API_PORT"; do
+    pid=$(ss -Hltnp "sport = :${port}" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
+  done
   rm -rf "$scratch"
 }
 trap stop_superlink EXIT

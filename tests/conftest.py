@@ -20,6 +20,9 @@ so a new property test cannot be forgotten by ``make fuzz``.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -94,3 +97,17 @@ def task_identity() -> Iterator[None]:
     """Creating Messages outside a run needs a run/node/task id (see ``message_identity``)."""
     with message_identity():
         yield
+
+
+@pytest.fixture(autouse=True)
+def private_ray_tmpdir(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Each test's Ray (if it starts one) gets its own short ``RAY_TMPDIR``: no session files
+    shared between tests, and socket paths well under the 107-byte Unix limit (pytest's
+    ``tmp_path`` is too long for them; Ray then waits for ever)."""
+    path = tempfile.mkdtemp(dir="/tmp", prefix="rt")
+    monkeypatch.setenv("RAY_TMPDIR", path)
+    yield path
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return  # a Ray still running here (a module-scoped one) keeps its sockets in there
+    shutil.rmtree(path, ignore_errors=True)

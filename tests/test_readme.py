@@ -421,12 +421,16 @@ NOT_RUN_HERE = {
     "make": "Makefile targets: the test suite itself, or commands run here and in test_cli.py",
     # `python benchmarks/...`: minutes of measurements; their results are benchmarks/RESULTS.md.
     "python": "benchmark scripts (minutes); measured figures are in benchmarks/RESULTS.md",
-    # The `flwr run` block (export, flwr run, pkill) is scripts/flwr_run_local.sh, which
+    # The `flwr run` block (export, flwr run, kill) is scripts/flwr_run_local.sh, which
     # tests/simulations/test_cli.py::test_flwr_run_matches_the_runner runs (a real SuperLink);
     # test_flwr_run_block_matches_the_script below checks the block against the script.
     "export": "environment of the `flwr run` block (scripts/flwr_run_local.sh)",
     "flwr": "tests/simulations/test_cli.py::test_flwr_run_matches_the_runner",
-    "pkill": "stops the SuperLink of the `flwr run` block (scripts/flwr_run_local.sh)",
+    "kill": "stops the SuperLink of the `flwr run` block by PID (scripts/flwr_run_local.sh)",
+    # The "Deploying the app on a real federation" block: tests/deployment/federation.py
+    # starts these processes on loopback (insecure and TLS) for the deployment suite.
+    "flower-superlink": "tests/deployment/test_deployment_faults.py (a real SuperLink)",
+    "flower-supernode": "tests/deployment/test_deployment_faults.py (real SuperNodes)",
 }
 
 
@@ -653,7 +657,9 @@ def test_flwr_run_block_matches_the_script() -> None:
             assert "flwr run . --stream" in script
             assert "--federation-config" in script and "--run-config" in script
         else:
-            assert argv[0] == "pkill" and 'pkill -f "flower-superlink.*127.0.0.1:' in script
+            assert argv[0] == "kill"
+            assert 'ss -Hltnp "sport = :${port}"' in script
+            assert "pkill" not in script  # by PID, never by name
 
 
 @pytest.mark.parametrize(

@@ -7,14 +7,17 @@ arrive each round in the instruction's ConfigRecord (kebab-case keys, as Flower 
 learning rate by ``lr-decay ** server-round``.
 
 Train reply: ``{"arrays": ArrayRecord(state_dict), "metrics": {"train-loss", "num-examples"},
-"client-info": {"partition-id"}}``. Evaluate reply: ``{"metrics": {"eval-loss", "eval-acc",
-"num-examples"}, "client-info": ...}``. Query reply: ``{"client-info": ...}`` (the runner asks
-once, to sample reproducibly).
+"client-info": {"partition-id", "host", "pid", "ray-node"}}``. Evaluate reply:
+``{"metrics": {"eval-loss", "eval-acc", "num-examples"}, "client-info": ...}``. Query reply:
+``{"client-info": ...}`` (a deployment's runner asks once, to sample reproducibly).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -115,8 +118,18 @@ def client_seed(base_seed: int, server_round: int, partition_id: int) -> int:
 
 
 def client_info(context: Context) -> ConfigRecord:
-    """What a reply says about its node: the partition it holds."""
-    return ConfigRecord({"partition-id": partition_id_of(context)})
+    """What a reply says about its node: the partition it holds and where it runs (host,
+    process and, on Ray, the Ray node), which the runner records per client."""
+    return ConfigRecord({"partition-id": partition_id_of(context), **_placement()})
+
+
+def _placement() -> dict[str, str | int]:
+    """Host name, process id and Ray node id (when this process is a Ray worker)."""
+    where: dict[str, str | int] = {"host": socket.gethostname(), "pid": os.getpid()}
+    ray = sys.modules.get("ray")  # never imported here: only a Ray worker has it loaded
+    if ray is not None and ray.is_initialized():
+        where["ray-node"] = str(ray.get_runtime_context().get_node_id())
+    return where
 
 
 def partition_id_of(context: Context) -> int:

@@ -20,7 +20,9 @@ The ``"arrays"`` record is removed, so a server without the decoding wrapper
 averaging bytes. Draws are seeded per ``(seed, server round, partition)`` (the partition id,
 else the node id), so runs repeat bitwise. With ``error_feedback`` the part of the update the
 message did not carry (``corrected - decoded``) is kept per node in ``Context.state`` and added
-to the next round's update (float tensors only; reset when the model's layout changes).
+to the next round's update (float tensors only; reset when the model's layout changes); the
+message is of ``corrected / (1 + ω)`` so the recursion is contractive (EF14 with a scaled
+unbiased compressor, see :mod:`flower_suite.compression.error_feedback`).
 
 The record keys below are shared with the server wrapper; they belong in
 :mod:`flower_suite.wire.keys` (both sides would then import them from there).
@@ -36,7 +38,7 @@ import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord
 from flwr.common import log
 
-from flower_suite.compression import Compressor, layouts_of
+from flower_suite.compression import Compressor, error_feedback_step, layouts_of
 from flower_suite.flower_compat import ClientAppCallable, Mod
 from flower_suite.wire.config import read_int
 from flower_suite.wire.keys import BYTES_METRIC, COMPRESSED_KEY, PAYLOAD_STYPE, RESIDUAL_STATE_KEY
@@ -125,13 +127,13 @@ def _compress_with_feedback(
     generator: torch.Generator,
     context: Context,
 ) -> dict[str, bytes]:
-    """Compress ``update + residual``; keep ``corrected - decoded`` as the next residual."""
-    residual = _residual(context, update)
-    corrected = {k: v + residual[k] if k in residual else v for k, v in update.items()}
-    payload = compressor.compress(corrected, generator)
-    decoded = compressor.decompress(payload, layouts_of(corrected))
+    """Scaled error feedback (:func:`~flower_suite.compression.error_feedback_step`): send
+    ``C((update + residual)/(1 + ω))``, keep ``corrected - decoded`` as the next residual."""
+    payload, residual = error_feedback_step(
+        compressor, update, _residual(context, update), generator
+    )
     context.state.array_records[RESIDUAL_STATE_KEY] = ArrayRecord(
-        {k: Array((corrected[k] - decoded[k]).numpy()) for k in residual}
+        {k: Array(v.numpy()) for k, v in residual.items()}
     )
     return payload
 
@@ -154,7 +156,9 @@ def make_compression_mod(
         Base of the per-(round, partition) codec seed (:func:`compression_seed`).
     error_feedback : bool (default: False)
         Add the previous rounds' untransmitted remainder to each update (per node, kept in
-        ``Context.state``); the messages stay unbiased estimates of the *corrected* update.
+        ``Context.state``) and send ``C(corrected / (1 + ω))``, ``ω`` the compressor's relative
+        variance on each tensor: the scaling makes the recursion contractive, so the residual
+        stays bounded for any unbiased compressor (without it, one with ``ω > 1`` diverges).
     arrayrecord_key : str (default: "arrays")
         The ArrayRecord holding the model in the instruction and in the app's reply.
     """

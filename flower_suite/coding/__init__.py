@@ -13,6 +13,10 @@ nodes are adversarial, missing or failed (Definition 6.3), or raises a :class:`D
 - :mod:`~flower_suite.coding.allocation`: the allocation matrix and the node encoder shared by
   both codes.
 
+ApproxIFER's approximate coding for prediction serving (spec ``shared/spec/approxifer.md``):
+:mod:`~flower_suite.coding.berrut` (Berrut encoding/decoding), :mod:`~flower_suite.coding.
+approxifer_locator` (Byzantine error locator) and :mod:`~flower_suite.coding.laplace` (DP).
+
 DRACO needs the server to own the data and replicate it on ``2s + 1`` nodes, and every node to
 answer every round: simulation or cross-silo only, never private cross-device data.
 
@@ -36,6 +40,24 @@ from flower_suite.coding.allocation import (
     encode_message,
     partition_holders,
     redundancy_ratio,
+)
+from flower_suite.coding.approxifer_locator import (
+    LocatorResult,
+    RobustDecoding,
+    check_code_sizes,
+    default_num_workers,
+    locate_byzantine,
+    required_results,
+    robust_decode,
+)
+from flower_suite.coding.berrut import (
+    TooFewResultsError,
+    berrut_decode,
+    berrut_encode,
+    chebyshev_first_kind,
+    chebyshev_second_kind,
+    decoding_matrix,
+    encoding_matrix,
 )
 from flower_suite.coding.cyclic import (
     MAX_CYCLIC_NODES,
@@ -61,6 +83,12 @@ from flower_suite.coding.errors import (
     NoMajorityError,
     TooManyAdversariesError,
 )
+from flower_suite.coding.laplace import (
+    PROBABILITY_L1_SENSITIVITY,
+    LaplaceMechanism,
+    clip_l1,
+    decoded_l1_sensitivity,
+)
 from flower_suite.coding.repetition import (
     GroupVote,
     RepetitionCode,
@@ -83,29 +111,45 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "MAX_CYCLIC_NODES",
     "OUTLIER_NORM_RATIO",
+    "PROBABILITY_L1_SENSITIVITY",
     "Assignment",
     "CyclicCode",
     "CyclicDecoding",
     "DecodingError",
     "GroupVote",
     "InconsistentMessagesError",
+    "LaplaceMechanism",
+    "LocatorResult",
     "NoMajorityError",
     "RepetitionCode",
     "RepetitionDecoding",
+    "RobustDecoding",
     "Screening",
     "StackedReplies",
+    "TooFewResultsError",
     "TooManyAdversariesError",
     "allocation_matrix",
     "as_message_matrix",
+    "berrut_decode",
+    "berrut_encode",
+    "chebyshev_first_kind",
+    "chebyshev_second_kind",
     "check_adversary_budget",
+    "check_code_sizes",
+    "clip_l1",
     "codeword_deviation",
     "decode_cyclic",
     "decode_repetition",
+    "decoded_l1_sensitivity",
+    "decoding_matrix",
+    "default_num_workers",
     "draw_locator_vector",
     "encode_cyclic",
     "encode_message",
     "encode_repetition",
+    "encoding_matrix",
     "fourier_matrix",
+    "locate_byzantine",
     "locate_errors",
     "majority_vote",
     "make_cyclic_code",
@@ -114,6 +158,8 @@ __all__ = [
     "project_messages",
     "recovery_vector",
     "redundancy_ratio",
+    "required_results",
+    "robust_decode",
     "screen_rows",
     "stack_replies",
 ]

@@ -10,7 +10,8 @@ with the ``p`` that minimizes variance for an expected number of atoms ``s``.
 - :mod:`.spectral` - spectral-ATOMO (SVD of each layer reshaped to a matrix, §3.4);
 - :mod:`.quantizers` - QSGD, TernGrad and ℓ_q quantization (§3.3);
 - :mod:`.wire_format` / :mod:`.codec` - the byte layout, exact sizes, strict decoding;
-- :mod:`.compressors` - one interface over named tensors, registered in :data:`COMPRESSORS`.
+- :mod:`.compressors` - one interface over named tensors, registered in :data:`COMPRESSORS`;
+- :mod:`.error_feedback` - error feedback made contractive by scaling (``C/(1 + ω)``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from flower_suite.compression.compressors import (
     layouts_of,
 )
 from flower_suite.compression.entrywise import EntrywiseSample, sample_entrywise
+from flower_suite.compression.error_feedback import contractive_scale, error_feedback_step
 from flower_suite.compression.probabilities import (
     AtomoSolution,
     atomic_second_moment,
@@ -55,6 +57,7 @@ from flower_suite.compression.spectral import (
     sample_spectral,
     spectral_decomposition,
     spectral_matrix_shape,
+    svd_precision,
 )
 from flower_suite.compression.wire_format import (
     CodecError,
@@ -96,10 +99,12 @@ __all__ = [
     "atomic_variance",
     "atomo_probabilities",
     "atomo_solution",
+    "contractive_scale",
     "decode",
     "dense_message_bytes",
     "encode",
     "entrywise_message_bytes",
+    "error_feedback_step",
     "keep_mask",
     "layouts_of",
     "lq_quantize",
@@ -115,6 +120,7 @@ __all__ = [
     "spectral_decomposition",
     "spectral_matrix_shape",
     "spectral_message_bytes",
+    "svd_precision",
     "terngrad_quantize",
     "uniform_probabilities",
 ]

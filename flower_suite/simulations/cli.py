@@ -1,14 +1,18 @@
 """``flower-suite``: run experiments from TOML files, and the README's demo.
 
-flower-suite run EXPERIMENT [--set key=value ...] [--output-dir DIR] [--no-record] [--dry-run]
-flower-suite demo [--set key=value ...] [--output-dir DIR] [--no-record] [--dry-run]
+flower-suite run EXPERIMENT [--set key=value ...] [--engine ray|inprocess] [--output-dir DIR]
+                            [--no-record] [--dry-run]
+flower-suite demo [--set key=value ...] [--engine ray|inprocess] [--output-dir DIR] [--no-record]
+                  [--dry-run]
 flower-suite list
-flower-suite bench GRID.toml [--output DIR] [--parallel N] [--no-resume] [--dry-run]
+flower-suite bench GRID.toml [--output DIR] [--parallel N] [--engine ray|inprocess] [--no-resume]
+                             [--dry-run]
 
 EXPERIMENT is a TOML file or a packaged preset name (``flower-suite list``). ``run --dry-run``
 does everything ``run`` checks before Ray starts (``prepare``: config, strategy with its
 wrappers and contract, data, partitions, model), prints a summary and exits 0. A config error
-exits 2 with ``config error: <field>: ...`` and no traceback, with or without ``--dry-run``.
+exits 2 with ``config error: <field>: ...`` and no traceback, with or without ``--dry-run``;
+a Ray that cannot start or attach, or a failed engine, exits 3 with ``backend error: ...``.
 """
 
 from __future__ import annotations
@@ -26,8 +30,15 @@ from rich.table import Table
 from flower_suite.data.registry import DATASETS
 from flower_suite.models import MODELS, count_parameters
 from flower_suite.simulations.bench import ProgressEvent, run_bench
-from flower_suite.simulations.config import ConfigError, load_config, presets
-from flower_suite.simulations.engine.runner import prepare, run_experiment
+from flower_suite.simulations.config import (
+    ENGINES,
+    ConfigError,
+    ExperimentConfig,
+    load_config,
+    presets,
+)
+from flower_suite.simulations.config.backend import ray_address
+from flower_suite.simulations.engine.runner import BackendError, prepare, run_experiment
 from flower_suite.simulations.engine.task import ExperimentTask
 from flower_suite.strategies import STRATEGIES
 
@@ -56,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--output-dir", default=None, help="where run directories go")
         cmd.add_argument("--no-record", action="store_true", help="do not write a run directory")
         cmd.add_argument("--verbose", action="store_true", help="show Flower's INFO logs")
+        _add_engine_option(cmd)
         cmd.add_argument(
             "--dry-run",
             action="store_true",
@@ -63,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
             "checks before Ray starts), print a summary and exit; nothing is trained or written",
         )
     sub.add_parser("list", help="list presets, data sets, models and strategies")
+
     bench = sub.add_parser(
         "bench", help="run a grid of experiments (axes x seeds): resumable, CSV, table, plots"
     )
@@ -73,16 +86,27 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--parallel",
         type=int,
-        default=1,
+        default=None,
         metavar="N",
-        help="cells run at once in separate processes; each cell's Ray simulation already uses "
-        "every CPU, so 1 is best on small machines (default 1)",
+        help="cells run at once in separate processes (default: one per core when every cell "
+        "runs in-process, else 1: each Ray simulation already uses every CPU)",
     )
     bench.add_argument(
         "--no-resume", action="store_true", help="re-run cells that finished earlier"
     )
     bench.add_argument("--dry-run", action="store_true", help="validate and list the cells")
+    _add_engine_option(bench)
     return parser
+
+
+def _add_engine_option(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=None,
+        help="where clients run: 'ray' (Flower's simulation engine) or 'inprocess' (no Ray; "
+        "fastest for small experiments); overrides the config's engine",
+    )
 
 
 def round_table(rows: Sequence[Mapping[str, Any]], title: str = "") -> Table:
@@ -171,10 +195,24 @@ def dry_run_summary(task: ExperimentTask) -> list[str]:
         lines.append(f"attack: {plan.attack.name}, attacker partitions {list(plan.attackers)}")
     if config.secagg_enabled:
         lines.append(f"secagg:{_kwargs(config.secagg)}")
+    if config.compression.enabled:
+        feedback = ", error feedback" if config.compression.error_feedback else ""
+        compressor = f"{config.compression.name}{_kwargs(config.compression.kwargs())}"
+        lines.append(f"compression: {compressor}{feedback}")
+    lines.append(_where_line(config))
     if config.resources.num_gpus:
         note = "" if torch.cuda.is_available() else " (torch sees no CUDA device on this machine)"
         lines.append(f"resources: {config.resources.num_gpus} GPU per client{note}")
     return lines
+
+
+def _where_line(config: ExperimentConfig) -> str:
+    """Where the clients will run: the engine and, on Ray, which Ray."""
+    if config.engine == "inprocess":
+        return "engine: inprocess (every client in this process, no Ray)"
+    address = ray_address(config.ray)
+    ray = f"the Ray cluster at {address}" if address else "a local Ray started for the run"
+    return f"engine: ray ({ray}; watchdog {config.watchdog_s:g} s)"
 
 
 def _list(console: Console) -> int:
@@ -204,6 +242,7 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
             resume=not args.no_resume,
             on_progress=on_progress,
             dry_run=args.dry_run,
+            engine=args.engine,
         )
     except (ConfigError, FileNotFoundError, ValueError) as err:
         console.print(f"[red]config error:[/red] {err}", highlight=False)
@@ -247,8 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         return _bench(args, console)
     experiment = DEMO_PRESET if args.command == "demo" else args.experiment
+    overrides = [*args.overrides, *([f"engine={args.engine}"] if args.engine else [])]
     try:
-        config = load_config(experiment, args.overrides)
+        config = load_config(experiment, overrides)
         # data, partitions, model shape, strategy and its contract: fail before Ray starts
         task = prepare(config)
     except (ConfigError, FileNotFoundError, ValueError) as err:
@@ -261,9 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return _run(task, args, console)
-    except ConfigError as err:  # raised before Ray starts (e.g. an unwritable output_dir)
+    except ConfigError as err:  # e.g. an unwritable output_dir, a cluster too small
         console.print(f"[red]config error:[/red] {err}", highlight=False)
         return 2
+    except BackendError as err:  # Ray could not start or attach, or its engine failed
+        console.print(f"[red]backend error:[/red] {err}", highlight=False)
+        return 3
 
 
 if __name__ == "__main__":

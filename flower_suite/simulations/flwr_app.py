@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import shlex
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,12 +28,14 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from flower_suite.clients.client_app import ClientData, partition_id_of
+from flower_suite.clients.fault_mod import fault_mod, wants_fault
 from flower_suite.simulations.config import ExperimentConfig, load_config
 from flower_suite.simulations.engine.client_app import simulation_client_app
+from flower_suite.simulations.engine.prepare import prepare
 from flower_suite.simulations.engine.recording import RunRecorder
-from flower_suite.simulations.engine.runner import prepare
 from flower_suite.simulations.engine.server import server_main
 from flower_suite.simulations.engine.task import ExperimentTask
+from flower_suite.simulations.engine.watchdog import WatchedGrid
 
 DEFAULT_EXPERIMENT = "digits_fedavg"
 OUTPUT_DIR_ENV = "FLOWER_SUITE_OUTPUT_DIR"
@@ -76,7 +79,11 @@ def _client_app(run_config_items: tuple[tuple[str, Any], ...]) -> ClientApp:
 def _delegate(msg: Message, context: Context) -> Message:
     # The experiment (and so the attack plan, FedMA handlers, ...) comes from the run
     # config, known only per call: build the same ClientApp the runner uses, once per run.
-    return _client_app(tuple(sorted(context.run_config.items())))(msg, context)
+    app = _client_app(tuple(sorted(context.run_config.items())))
+    if wants_fault(context):
+        # A node whose --node-config sets `fault` misbehaves on purpose (testing aid).
+        return fault_mod(msg, context, app)
+    return app(msg, context)
 
 
 client_app = ClientApp()
@@ -97,4 +104,7 @@ def _main(grid: Grid, context: Context) -> None:
     config = config_from_run_config(context.run_config)
     task = prepare(config)  # the checks `flower-suite run` makes, before any round
     recorder = RunRecorder.create(os.environ.get(OUTPUT_DIR_ENV, config.output_dir), config.name)
-    server_main(grid, config, recorder=recorder, task=task)
+    # The watchdog: a federation that stops answering ends the run with the reason after
+    # `watchdog_s` instead of waiting out Flower's round timeout (an hour by default).
+    watched = WatchedGrid(grid, threading.Event(), stall_s=config.watchdog_s)
+    server_main(watched, config, recorder=recorder, task=task)

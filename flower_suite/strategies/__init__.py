@@ -11,7 +11,8 @@ robust rules (a NaN or malformed reply is excluded, not averaged in).
 Registered names (``strategy.name`` in experiment configs): fedavg, fedprox, krum, multikrum,
 bulyan, fedmedian, fedtrimmedavg, geometric_median (alias rfa), signsgd, centeredclipping,
 detox; backdoor defenses normclipping (alias ndc), weakdp, flame, foolsgold, crfl; fedma
-(FedMA, its own round structure: ``FedMA(model_fn=...)``).
+(FedMA, its own round structure: ``FedMA(model_fn=...)``); draco (DRACO, coded
+redundant computation over ``train.draco`` messages, simulation / cross-silo only).
 ``register_strategy`` adds your own.
 """
 
@@ -26,6 +27,7 @@ from flower_suite.registry import Registry
 from flower_suite.strategies.compressed import Compressed, CompressionRoundRecord
 from flower_suite.strategies.defenses import CRFL, FLAME, FoolsGold, NormClipping, WeakDP
 from flower_suite.strategies.detox import DETOX
+from flower_suite.strategies.draco import Draco, DracoRoundRecord
 from flower_suite.strategies.fedavg import FedAvg, FedProx
 from flower_suite.strategies.fedma import FedMA
 from flower_suite.strategies.legacy import LegacyRobust
@@ -66,6 +68,8 @@ _BUILTIN: tuple[tuple[str, Callable[..., Strategy]], ...] = (
     ("crfl", CRFL),
     # FedMA (issue 6): layer-wise matched averaging with its own round structure.
     ("fedma", FedMA),
+    # DRACO (issue 15): coded redundant computation, exact recovery; simulation / cross-silo.
+    ("draco", Draco),
 )
 for _name, _factory in _BUILTIN:
     STRATEGIES.register(_name, _factory)
@@ -91,6 +95,8 @@ __all__ = [
     "CenteredClipping",
     "Compressed",
     "CompressionRoundRecord",
+    "Draco",
+    "DracoRoundRecord",
     "FedAvg",
     "FedMA",
     "FedMedian",

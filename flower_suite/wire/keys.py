@@ -61,3 +61,17 @@ COMPRESSED_KEY = "compressed-update"  # ArrayRecord of the reply: one codec mess
 PAYLOAD_STYPE = "flower_suite.compression"  # Array.stype of one codec message (raw bytes)
 BYTES_METRIC = "compressed-bytes"  # reply metric: codec bytes of the payload (client's claim)
 RESIDUAL_STATE_KEY = "compression-residual"  # Context.state ArrayRecord (error feedback)
+
+# --- DRACO (clients/draco_client.py <-> strategies/draco.py) -----------------------------------
+
+DRACO_ACTION = "draco"
+DRACO_TRAIN = f"train.{DRACO_ACTION}"
+DRACO_MESSAGE_KEY = "draco-message"  # ArrayRecord of the reply: "real" (and "imag") float64
+# ConfigRecord keys of a `train.draco` instruction (beside the client hyper-parameters).
+DRACO_INDEX = "draco-index"  # the node's stable index j
+DRACO_SHARDS = "draco-shards"  # the partitions S_j it holds (list of int, ascending)
+DRACO_COEF_REAL = "draco-coef-real"  # Re W[k, j] for k in S_j (1.0 for the repetition code)
+DRACO_COEF_IMAG = "draco-coef-imag"  # Im W[k, j] (0.0 for the repetition code)
+DRACO_COMPLEX = "draco-complex"  # the message is complex (cyclic code): send "imag" too
+DRACO_MODE = "draco-mode"  # "update" (local training per shard) or "gradient" (one step)
+DRACO_FLOAT64 = "draco-float64"  # compute in float64 (deterministic replicas)

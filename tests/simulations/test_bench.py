@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,19 @@ def test_hash_follows_the_resolved_config_not_its_name() -> None:
     longer = load_config("digits_fedavg", values={"rounds": 4})
     assert config_hash(a) == config_hash(renamed) == config_hash(same_by_other_means)
     assert config_hash(a) != config_hash(longer)
+
+
+def test_hash_ignores_where_a_cell_ran_and_sections_left_at_their_defaults() -> None:
+    """Both engines give the same rows, so a grid resumes across engines and clusters; a
+    section added by a later release with a neutral default keeps old cells' hashes."""
+    a = load_config("digits_fedavg", ["rounds=3"])
+    elsewhere = load_config("digits_fedavg", ["rounds=3", "engine=inprocess", "watchdog_s=5"])
+    on_a_cluster = load_config("digits_fedavg", ["rounds=3", "ray.address=auto"])
+    assert config_hash(a) == config_hash(elsewhere) == config_hash(on_a_cluster)
+    spelled_out = load_config("digits_fedavg", ["rounds=3", "compression.name=none"])
+    assert config_hash(a) == config_hash(spelled_out)
+    compressed = load_config("digits_fedavg", ["rounds=3", "compression.name=qsgd"])
+    assert config_hash(a) != config_hash(compressed)
 
 
 # --- Running with a fake simulation -----------------------------------------------------------
@@ -474,3 +488,18 @@ def test_digits_edge_grid_is_valid() -> None:
     grid = load_grid(REPO / "experiments" / "grids" / "digits_edge.toml")
     cells = expand(grid)
     assert len(cells) == 3 * 5 * 5
+
+
+def test_engine_option_reaches_every_cell_and_sizes_the_worker_pool() -> None:
+    """``--engine inprocess`` runs every cell without Ray, one worker per core by default."""
+    from flower_suite.simulations.bench.runs import default_parallelism, plan
+
+    _, ray_cells = plan(grid_dict())
+    assert {c.config.engine for c in ray_cells} == {"ray"}
+    assert default_parallelism(ray_cells) == 1  # a Ray simulation already uses every core
+    _, cells = plan(grid_dict(), engine="inprocess")
+    assert {c.config.engine for c in cells} == {"inprocess"}
+    assert [c.key for c in cells] == [c.key for c in ray_cells]  # same results, same cells
+    assert default_parallelism(cells) == max(1, os.cpu_count() or 1)
+    with pytest.raises(ConfigError, match="engine"):
+        plan(grid_dict(), engine="spark")

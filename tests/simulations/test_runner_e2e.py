@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -44,13 +47,23 @@ def test_partial_participation_run_learns_and_records(tmp_path: Path) -> None:
         assert (run_dir / name).is_file(), name
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 5
     assert "total" in (run_dir / "partitions.txt").read_text()
+    # Assert: where each client ran (every partition trained or evaluated in 4 rounds here)
+    placement = list(csv.DictReader((run_dir / "placement.csv").open()))
+    assert {int(row["partition"]) for row in placement} == set(range(6))
+    assert all(row["host"] and row["pid"] and row["ray-node"] for row in placement)
+    assert len({row["pid"] for row in placement}) <= (os.cpu_count() or 1)  # an actor a core
+    # Assert: the in-process engine gives the same run (same sampling, same sums)
+    inprocess = run_experiment(dataclasses.replace(config, engine="inprocess"), record=False).rows
+    for ray_row, local_row in zip(result.rows, inprocess, strict=True):
+        for key in ("test-acc", "test-loss", "selected-partitions", "client-eval-acc"):
+            assert ray_row.get(key) == local_row.get(key), (key, ray_row, local_row)
 
 
 def test_partial_participation_is_reproducible(tmp_path: Path) -> None:
     """Same seed, 3 of 6 clients per round: identical sampled partitions and accuracies.
 
-    Simulation node ids are random per run; the runner learns each node's partition with a
-    query message and lists nodes in partition order, so seeded sampling repeats.
+    Simulation node ids are random per run; the runner reads each node's partition from the
+    engine and lists nodes in partition order, so seeded sampling repeats.
     """
     runs = []
     for _ in range(2):

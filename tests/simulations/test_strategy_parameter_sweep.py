@@ -21,6 +21,7 @@ BUILTIN = sorted(n for n in STRATEGIES if STRATEGIES.get(n).__module__.startswit
 BASE: dict[str, list[str]] = {
     "crfl": ["strategy.rho=1.0"],
     "detox": ["num_clients=9", "partition.num_partitions=3"],
+    "draco": ["num_clients=9"],
 }
 INT_VALUES = (-1, 0, 10**9)
 FLOAT_VALUES = (-1.0, 0.0, 1e308, math.nan, math.inf, -math.inf)

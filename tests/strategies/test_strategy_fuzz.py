@@ -35,11 +35,13 @@ ARGS: dict[str, dict[str, Any]] = {
     "crfl": {"rho": 100.0},
     "detox": {"redundancy": 5},
 }
-# The package's own strategies (tests may register more); FedMA has its own round type.
+# The package's own strategies (tests may register more); FedMA and DRACO have their own round
+# types (DRACO's coded replies are fuzzed in test_draco_strategy.py).
 NAMES = sorted(
     name
     for name in STRATEGIES
-    if name != "fedma" and STRATEGIES.get(name).__module__.startswith("flower_suite.")
+    if name not in ("fedma", "draco")
+    and STRATEGIES.get(name).__module__.startswith("flower_suite.")
 )
 
 MUTATIONS = (

@@ -43,7 +43,9 @@ RESERVED_AXIS_NAMES = ("seed", "round", "cell", "status")
 # Fields the harness owns: the seed comes from `seeds`, the name and output dir per cell.
 _OWNED_FIELDS = ("seed", "name", "output_dir")
 # Not part of a cell's identity: they do not change what the experiment computes.
-_UNHASHED_FIELDS = ("name", "output_dir")
+# Fields that do not change a cell's results: where it ran (both engines give the same rows,
+# tests/simulations/test_runner_e2e.py), so a grid resumes across engines and clusters.
+_UNHASHED_FIELDS = ("name", "output_dir", "engine", "watchdog_s", "ray")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -250,8 +252,17 @@ def load_grid(path_or_dict: str | Path | Mapping[str, Any]) -> BenchGrid:
 
 
 def config_hash(config: ExperimentConfig) -> str:
-    """SHA-256 of the resolved config (less name/output_dir), canonical JSON."""
-    resolved = {k: v for k, v in config.to_dict().items() if k not in _UNHASHED_FIELDS}
+    """SHA-256 of the resolved config (less name/output_dir and where it ran), canonical JSON.
+
+    Sections left at their defaults are left out, so a release that adds a section (with a
+    default that changes nothing) keeps every finished cell's hash: a grid resumes across it.
+    """
+    defaults = ExperimentConfig().to_dict()
+    resolved = {
+        k: v
+        for k, v in config.to_dict().items()
+        if k not in _UNHASHED_FIELDS and not (isinstance(v, dict) and v == defaults.get(k))
+    }
     text = json.dumps(resolved, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -10,7 +10,9 @@ described in :mod:`flower_suite.simulations.bench`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import os
 import shutil
 import time
 import traceback
@@ -179,24 +181,40 @@ def grid_output_dir(grid: BenchGrid, output_dir: str | Path | None = None) -> Pa
 
 
 def plan(
-    grid_or_path: BenchGrid | str | Path | Mapping[str, Any], *, check: bool = True
+    grid_or_path: BenchGrid | str | Path | Mapping[str, Any],
+    *,
+    check: bool = True,
+    engine: str | None = None,
 ) -> tuple[BenchGrid, list[Cell]]:
-    """Load the grid and resolve every cell; with ``check`` also the pre-Ray input checks."""
+    """Load the grid and resolve every cell; with ``check`` also the pre-Ray input checks.
+    ``engine`` ("ray" or "inprocess") overrides every cell's."""
     grid = grid_or_path if isinstance(grid_or_path, BenchGrid) else load_grid(grid_or_path)
+    if engine is not None:
+        grid = dataclasses.replace(grid, overrides={**grid.overrides, "engine": engine})
     cells = expand(grid)
     if check:
         check_cells(cells)
     return grid, cells
 
 
+def default_parallelism(cells: Sequence[Cell]) -> int:
+    """Workers for ``cells``: a core each for in-process cells (threads = their num_cpus),
+    one for Ray cells (each Ray simulation sizes itself to the whole machine)."""
+    if not cells or any(cell.config.engine != "inprocess" for cell in cells):
+        return 1
+    threads = max(1, int(max(cell.config.resources.num_cpus for cell in cells)))
+    return max(1, (os.cpu_count() or 1) // threads)
+
+
 def run_bench(
     grid_path_or_dict: BenchGrid | str | Path | Mapping[str, Any],
     *,
     output_dir: str | Path | None = None,
-    parallel: int = 1,
+    parallel: int | None = None,
     resume: bool = True,
     on_progress: ProgressFn | None = None,
     dry_run: bool = False,
+    engine: str | None = None,
 ) -> BenchResult:
     """Run every cell of a grid not finished earlier, then write the CSV, table and plots.
 
@@ -205,8 +223,10 @@ def run_bench(
     grid_path_or_dict : a grid TOML path, its parsed data, or a :class:`BenchGrid`.
     output_dir : parent of the grid's directory (default: the grid's ``output_dir``, "bench").
     parallel : cells run at once. 1 runs in this process; N > 1 runs cells in N spawned
-        processes, each its own Ray simulation sized to all CPUs, so N > 1 only pays where
-        one simulation leaves cores idle (on 2 cores, 1 is fastest).
+        processes. ``None`` (the default): one worker per core when every cell runs on the
+        in-process engine (each cell then uses ``resources.num_cpus`` threads), else 1 (a Ray
+        simulation already uses every core).
+    engine : "ray" or "inprocess" for every cell, overriding the configs' ``engine``.
     resume : skip cells whose ``done`` marker matches their config hash. ``False`` re-runs all.
     on_progress : called with a :class:`ProgressEvent` as cells start and end.
     dry_run : validate and list the cells (status "pending" or "skipped"); run nothing.
@@ -215,9 +235,11 @@ def run_bench(
     simulation starts. A cell that fails at run time is recorded (``error.txt``) and the
     others still run; see :attr:`BenchResult.failed`.
     """
-    if parallel < 1:
+    if parallel is not None and parallel < 1:
         raise ConfigError(f"parallel: must be >= 1, not {parallel}")
-    grid, cells = plan(grid_path_or_dict, check=True)
+    grid, cells = plan(grid_path_or_dict, check=True, engine=engine)
+    if parallel is None:
+        parallel = default_parallelism(cells)
     root = grid_output_dir(grid, output_dir)
     total = len(cells)
     report = grid.report
@@ -228,19 +250,10 @@ def run_bench(
                 ProgressEvent(cell, total, status, main=report.main, target=report.target, **kw)
             )
 
-    results: dict[int, CellResult] = {}
-    pending: list[Cell] = []
-    for cell in cells:
-        directory = cell_dir(root, cell)
-        if resume and is_done(directory, cell):
-            results[cell.index] = CellResult(
-                cell, "skipped", read_rows(directory), _done_wall(directory), "", directory
-            )
-        else:
-            pending.append(cell)
-            if dry_run:
-                results[cell.index] = CellResult(cell, "pending", directory=directory)
+    results, pending = _finished_earlier(cells, root, resume)
     if dry_run:
+        for cell in pending:
+            results[cell.index] = CellResult(cell, "pending", directory=cell_dir(root, cell))
         return BenchResult(grid, root, [results[c.index] for c in cells])
 
     root.mkdir(parents=True, exist_ok=True)
@@ -266,6 +279,23 @@ def run_bench(
         title=grid.name,
     )
     return BenchResult(grid, root, ordered, files, summary)
+
+
+def _finished_earlier(
+    cells: Sequence[Cell], root: Path, resume: bool
+) -> tuple[dict[int, CellResult], list[Cell]]:
+    """The cells a previous run finished (with ``resume``), by index, and the others."""
+    results: dict[int, CellResult] = {}
+    pending: list[Cell] = []
+    for cell in cells:
+        directory = cell_dir(root, cell)
+        if resume and is_done(directory, cell):
+            results[cell.index] = CellResult(
+                cell, "skipped", read_rows(directory), _done_wall(directory), "", directory
+            )
+        else:
+            pending.append(cell)
+    return results, pending
 
 
 def _done_wall(directory: Path) -> float:

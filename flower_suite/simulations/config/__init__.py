@@ -5,6 +5,7 @@
   ``[resources]``, ``[lowrank]``) and :class:`NamedConfig` (``[model]``, ``[strategy]``).
 - :mod:`~.attack` and :mod:`~.secagg`: the ``[attack]`` and ``[secagg]`` sections, each
   validated given the sizes it depends on.
+- :mod:`~.backend`: ``engine``, ``watchdog_s`` and the ``[ray]`` table (:class:`RayConfig`).
 - :mod:`~.experiment`: :class:`ExperimentConfig`, the whole experiment (schema there).
 - :mod:`~.validation`: the checks across fields and registries.
 - :mod:`~.loading`: TOML, ``--set`` overrides, packaged presets -> a validated config.
@@ -13,6 +14,7 @@ Nothing here imports the engine: a config is checked without data, models or Ray
 """
 
 from flower_suite.simulations.config.attack import AttackConfig
+from flower_suite.simulations.config.backend import ENGINES, RayConfig
 from flower_suite.simulations.config.errors import ConfigError
 from flower_suite.simulations.config.experiment import ExperimentConfig
 from flower_suite.simulations.config.loading import (
@@ -36,6 +38,7 @@ from flower_suite.simulations.config.sections import (
 from flower_suite.simulations.config.validation import validate
 
 __all__ = [
+    "ENGINES",
     "PRESETS_DIR",
     "AttackConfig",
     "ClientConfig",
@@ -45,6 +48,7 @@ __all__ = [
     "LowRankConfig",
     "NamedConfig",
     "PartitionConfig",
+    "RayConfig",
     "ResourcesConfig",
     "apply_overrides",
     "config_from_dict",

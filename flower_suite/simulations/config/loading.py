@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from flower_suite.simulations.config.attack import AttackConfig
+from flower_suite.simulations.config.backend import RayConfig
+from flower_suite.simulations.config.compression import CompressionConfig
 from flower_suite.simulations.config.errors import ConfigError
 from flower_suite.simulations.config.experiment import ExperimentConfig
 from flower_suite.simulations.config.sections import (
@@ -48,6 +50,8 @@ _SECTIONS = {
     "resources": ResourcesConfig,
     "lowrank": LowRankConfig,
     "attack": AttackConfig,
+    "compression": CompressionConfig,
+    "ray": RayConfig,
 }
 _NAMED = ("model", "strategy")
 

@@ -17,6 +17,8 @@ from flower_suite.data.registry import DATASETS
 from flower_suite.models import MODELS
 from flower_suite.registry import RegistryError
 from flower_suite.simulations.config.attack import validate_attack
+from flower_suite.simulations.config.backend import validate_backend
+from flower_suite.simulations.config.compression import validate_compression
 from flower_suite.simulations.config.errors import ConfigError
 from flower_suite.simulations.config.experiment import ExperimentConfig
 from flower_suite.simulations.config.secagg import validate_secagg
@@ -48,6 +50,7 @@ def validate(config: ExperimentConfig) -> None:
     _check_lowrank(config)
     _check_registries(config)
     _check_sections(config)
+    validate_backend(config.engine, config.watchdog_s, config.ray)
 
 
 # A run directory is <output_dir>/<name>-<timestamp>: the name must stay one path component.
@@ -182,4 +185,9 @@ def _check_sections(config: ExperimentConfig) -> None:
         strategy=config.strategy.name,
         attack_enabled=config.attack.enabled,
         lowrank_enabled=config.lowrank.enabled,
+    )
+    validate_compression(
+        config.compression,
+        secagg_enabled=config.secagg_enabled,
+        omniscient_attack=config.attack.name if config.attack.is_omniscient else "",
     )

@@ -14,6 +14,7 @@ from flwr.app import Context
 from flwr.clientapp import ClientApp
 from torch import nn
 
+from flower_suite.attacks.byzantine import BYZANTINE_ATTACKS, UpdateAttack
 from flower_suite.clients.client_app import (
     ClientData,
     DataFn,
@@ -23,6 +24,8 @@ from flower_suite.clients.client_app import (
     partition_id_of,
     set_torch_threads,
 )
+from flower_suite.clients.compression_mod import make_compression_mod
+from flower_suite.clients.draco_client import add_draco_handlers
 from flower_suite.clients.fedma_client import add_fedma_handlers
 from flower_suite.clients.secagg_mod import secagg_mod
 from flower_suite.flower_compat import Mod
@@ -64,6 +67,12 @@ def simulation_client_app(
         train_fn = threat.train_fn
     if task.config.secagg_enabled:  # [secagg]: every client masks its update
         mods = [*mods, secagg_mod]
+    compression = task.config.compression
+    if compression.enabled:  # [compression]: outermost, so it sends what the others made
+        codec_mod = make_compression_mod(
+            compression.build(), task.config.seed, error_feedback=compression.error_feedback
+        )
+        mods = [codec_mod, *mods]
     app = make_client_app(
         model_fn,
         data_fn,
@@ -80,4 +89,19 @@ def simulation_client_app(
         add_fedma_handlers(
             app, model_fn, data_fn, defaults=task.train_config, seed=task.config.seed, device=device
         )
+    # DRACO's coded replies answer `train.draco` messages only; a local Byzantine attack of the
+    # [attack] plan replaces an active attacker's coded message.
+    draco_attack: UpdateAttack | None = None
+    if plan is not None and plan.attack.name in BYZANTINE_ATTACKS and not plan.omniscient:
+        draco_attack = BYZANTINE_ATTACKS.create(plan.attack.name, **plan.attack.params)
+    add_draco_handlers(
+        app,
+        model_fn,
+        data_fn,
+        defaults=task.train_config,
+        seed=task.config.seed,
+        device=device,
+        attack=draco_attack,
+        schedule=plan.schedule if draco_attack is not None and plan is not None else None,
+    )
     return app

@@ -105,16 +105,26 @@ def _fits(model: nn.Module, arrays: ArrayRecord) -> bool:
 
 
 def communication(ctx: HookContext) -> RoundHook:
-    """Bytes of arrays sent to and received from clients since the last round."""
+    """Bytes of arrays sent to and received from clients since the last round (down and up);
+    under ``[compression]`` also the decoded replies' codec bytes, their uncompressed size,
+    the replies excluded as bad payloads and the server's decoding time."""
 
     def hook(server_round: int, arrays: ArrayRecord) -> Mapping[str, float]:
         sent, received = ctx.grid.take_counts()
-        return {
+        out = {
             "bytes-sent": float(sent),
             "bytes-received": float(received),
             # Size of the global model, which changes under PUFFERFISH and FedMA.
             "global-bytes": float(arrays.count_bytes()),
         }
+        records = getattr(ctx.strategy, "compression_records", None)  # `Compressed`'s
+        record = records.get(server_round) if isinstance(records, dict) else None
+        if record is not None:
+            out["compression-bytes-up"] = float(record.bytes_up)
+            out["compression-bytes-dense"] = float(record.dense_bytes)
+            out["compression-rejected"] = float(len(record.rejected))
+            out["compression-decode-s"] = float(record.decode_s)
+        return out
 
     return hook
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -30,10 +30,11 @@ from flower_suite.flower_compat import (
 from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.engine.client_app import simulation_client_app
 from flower_suite.simulations.engine.hooks import DEFAULT_HOOKS, HookFactory
-from flower_suite.simulations.engine.runner import prepare
+from flower_suite.simulations.engine.prepare import prepare, quiet_flower_logs
 from flower_suite.simulations.engine.server import RoundCallback, RunResult, server_main
+from flower_suite.simulations.engine.task import ExperimentTask
 
-__all__ = ["InProcessGrid", "run_in_process"]
+__all__ = ["InProcessGrid", "run_in_process", "serve_in_process"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ class InProcessGrid(Grid):
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.contexts)
+
+    def partition_map(self) -> dict[int, int]:
+        """Node id -> partition id, as this engine assigned them."""
+        return {node: int(c.node_config["partition-id"]) for node, c in self.contexts.items()}
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         raise NotImplementedError("InProcessGrid only supports send_and_receive")
@@ -123,6 +128,21 @@ class InProcessGrid(Grid):
         return outcome[0]
 
 
+def serve_in_process(
+    task: ExperimentTask,
+    serve: Callable[[Grid], RunResult],
+    client_mods: Sequence[Mod] = (),
+    *,
+    quiet: bool = True,
+) -> RunResult:
+    """``serve(grid)`` (the runner's ``server_main`` closure) over an :class:`InProcessGrid`
+    of ``task``'s clients."""
+    grid = InProcessGrid(simulation_client_app(task, client_mods), task.config.num_clients)
+    # Flower stamps message ids from a task identity that only a real run sets up.
+    with quiet_flower_logs(quiet), message_identity():
+        return serve(grid)
+
+
 def run_in_process(
     config: ExperimentConfig,
     *,
@@ -131,20 +151,15 @@ def run_in_process(
     quiet: bool = True,
     client_mods: Sequence[Mod] = (),
 ) -> RunResult:
-    """Run ``config`` like ``run_experiment(config, record=False)``, without Ray.
+    """Run ``config`` like ``run_experiment(config, record=False)``, without Ray (whatever
+    its ``engine`` says).
 
     ``quiet`` lowers Flower's per-round INFO logs to warnings, as the runner does;
     ``client_mods`` wrap every client, as ``run_experiment``'s.
     """
     task = prepare(config)
-    grid = InProcessGrid(simulation_client_app(task, client_mods), config.num_clients)
-    flwr_logger = logging.getLogger("flwr")
-    level = flwr_logger.level
-    if quiet:
-        flwr_logger.setLevel(logging.WARNING)
-    # Flower stamps message ids from a task identity that only a real run sets up.
-    with message_identity():
-        try:
-            return server_main(grid, config, hooks=hooks, on_round=on_round, task=task)
-        finally:
-            flwr_logger.setLevel(level)
+
+    def serve(grid: Grid) -> RunResult:
+        return server_main(grid, config, hooks=hooks, on_round=on_round, task=task)
+
+    return serve_in_process(task, serve, client_mods, quiet=quiet)

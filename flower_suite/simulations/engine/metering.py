@@ -23,6 +23,8 @@ __all__ = ["PAYLOAD_CONFIG_KEYS", "MeteredGrid"]
 # ConfigRecords that carry model payload (secure aggregation's keys, shares and masked
 # vectors) count as traffic like ArrayRecords; other configs are hyper-parameters.
 PAYLOAD_CONFIG_KEYS = (RECORD_KEY,)
+# What a client's ``client-info`` says about where it runs (recorded in ``placement.csv``).
+PLACEMENT_KEYS = ("host", "pid", "ray-node")
 
 
 def _array_bytes(messages: Iterable[Message]) -> int:
@@ -50,6 +52,11 @@ def _config_bytes(record: ConfigRecord) -> int:
     return sum(len(key) + _value_bytes(value) for key, value in record.items())
 
 
+def _where(info: ConfigRecord) -> dict[str, str]:
+    """The placement fields a client reports (strings, whatever the client sent)."""
+    return {key: str(info[key]) for key in PLACEMENT_KEYS if key in info}
+
+
 class MeteredGrid(ForwardingGrid):
     """A Grid that forwards everything to ``inner`` and counts the bytes of ArrayRecords."""
 
@@ -57,8 +64,10 @@ class MeteredGrid(ForwardingGrid):
         super().__init__(inner)
         self.bytes_sent = 0
         self.bytes_received = 0
-        # node id -> partition id, when known (see `server.discover_partitions`).
+        # node id -> partition id, when known (see `node_map.map_partitions`).
         self.partitions: dict[int, int] = {}
+        # partition id -> where its client ran (host, pid, ray-node), as its replies say.
+        self.placements: dict[int, dict[str, str]] = {}
 
     def learn_partitions(self, replies: Iterable[Message]) -> None:
         """Record the partition each replying node reports in its ``client-info`` record."""
@@ -70,7 +79,11 @@ class MeteredGrid(ForwardingGrid):
                         partition = read_int(info, "partition-id")
                     except (TypeError, ValueError):
                         continue
-                    self.partitions[int(reply.metadata.src_node_id)] = partition
+                    # The first word on a node stands (the engine's, when it knows): a
+                    # server-assigned data partition (DETOX) is not the node's own.
+                    node = int(reply.metadata.src_node_id)
+                    partition = self.partitions.setdefault(node, partition)
+                    self.placements[partition] = _where(info)
 
     def take_counts(self) -> tuple[int, int]:
         """Bytes sent and received since the previous call."""

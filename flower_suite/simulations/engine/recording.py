@@ -67,6 +67,11 @@ class RunRecorder:
     def write_partitions(self, table: str) -> None:
         (self.run_dir / "partitions.txt").write_text(table + "\n")
 
+    def write_placements(self, placements: Mapping[int, Mapping[str, str]]) -> None:
+        """``placement.csv``: where each client that replied ran (host, pid, Ray node)."""
+        rows = [{"partition": p, **placements[p]} for p in sorted(placements)]
+        write_csv(self.run_dir / "placement.csv", rows)
+
     def log_round(self, row: Mapping[str, Any]) -> None:
         self._jsonl.write(json.dumps(dict(row)) + "\n")
         self._jsonl.flush()

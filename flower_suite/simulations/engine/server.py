@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -24,10 +24,12 @@ from flower_suite.simulations.config import ExperimentConfig
 from flower_suite.simulations.engine.attack_hooks import attack_metrics
 from flower_suite.simulations.engine.hooks import DEFAULT_HOOKS, HookContext, HookFactory
 from flower_suite.simulations.engine.metering import MeteredGrid
+from flower_suite.simulations.engine.node_map import map_partitions
 from flower_suite.simulations.engine.recording import RunRecorder
 from flower_suite.simulations.engine.task import ExperimentTask, accepts
 from flower_suite.simulations.threats import server_threat, train_config_extras
 from flower_suite.strategies import STRATEGIES
+from flower_suite.strategies.compressed import Compressed
 from flower_suite.strategies.lowrank import LowRankWarmup
 from flower_suite.strategies.secagg import SecAggPlus
 
@@ -107,6 +109,15 @@ def build_strategy(
             warmup_rounds=config.lowrank.warmup_rounds,
             lr_factor=config.lowrank.lr_factor,
         )
+    if config.compression.enabled:
+        # Decode compressed replies before any rule aggregates (dissertation ch. 3); the
+        # config refuses [secagg] with it, and so does this, for configs built by hand.
+        if config.secagg_enabled:
+            raise ValueError(
+                "compression.name: compressed updates cannot run under [secagg] (the server "
+                "cannot decode a masked sum of codes)"
+            )
+        strategy = Compressed(strategy, config.compression.build())
     if config.secagg_enabled:
         # SecAggPlus(strategy, **[secagg]); a rule that inspects updates was refused earlier.
         strategy = SecAggPlus(strategy, **dict(config.secagg))
@@ -128,33 +139,6 @@ def train_config_record(
     return ConfigRecord(record)
 
 
-def discover_partitions(grid: MeteredGrid, num_nodes: int, timeout: float = 120.0) -> None:
-    """Ask every node (one ``query`` message each, no arrays) which partition it holds; the
-    replies' ``client-info`` records teach ``grid`` the mapping."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := list(grid.get_node_ids())) < num_nodes:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(nodes)} of {num_nodes} nodes connected")
-        time.sleep(0.1)
-    messages = [
-        Message(
-            content=RecordDict({"config": ConfigRecord({})}),
-            message_type=MessageType.QUERY,
-            dst_node_id=node,
-        )
-        for node in nodes
-    ]
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        if reply.has_error():
-            raise RuntimeError(
-                f"node {reply.metadata.src_node_id} did not report its partition: "
-                f"{reply.error.reason}"
-            )
-    missing = set(nodes) - set(grid.partitions)
-    if missing:
-        raise RuntimeError(f"nodes {sorted(missing)} did not report their partition")
-
-
 def server_main(
     grid: Grid,
     config: ExperimentConfig,
@@ -172,13 +156,13 @@ def server_main(
     metered = MeteredGrid(grid)
     # Knowing each node's partition makes sampling and the order of aggregation (hence
     # floating-point sums) independent of the random simulation node ids and of Ray's
-    # completion order: runs repeat bitwise. Replies report it; sampling only part of the
-    # clients needs it before the first reply, so then we ask once.
+    # completion order: runs repeat bitwise. The engine knows it; on a deployment replies
+    # report it, and sampling only part of the clients needs it before the first reply, so
+    # then we ask once.
     partial = config.sampled_clients < config.num_clients or (
         0 < config.evaluate_clients < config.num_clients
     )
-    if partial:
-        discover_partitions(metered, config.num_clients)
+    map_partitions(metered, config.num_clients, ask=partial)
     # Attack runs: the strategy talks to an AttackGrid (forced participation, omniscient
     # injection, update norms) over the metered grid, and the attack hooks are added.
     plan = task.threat_plan()
@@ -222,6 +206,7 @@ def server_main(
     result.final_arrays = outcome.arrays
     result.wall_time_s = time.perf_counter() - start
     if recorder is not None:
+        recorder.write_placements(metered.placements)
         model = context.model_for(outcome.arrays)
         recorder.finish(
             result.rows,
