@@ -76,4 +76,4 @@ def test_client_too_big_for_every_node_exits_2_naming_the_field(cluster: Loopbac
     assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
     assert "config error: resources.num_cpus: no Ray node can host a client" in done.stdout
     assert "1 CPU/0 GPU, 1 CPU/0 GPU" in done.stdout
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < 90  # imports + attach + check; 30 s when not loaded
