@@ -6,7 +6,7 @@ test accuracy each round. N clients share min(N, 100) IID partitions (client i t
 partition i mod 100: digits has 1,437 training images). Each case runs in a fresh process
 whose whole process tree (driver + Ray) is sampled for resident memory every 0.5 s.
 
-    python benchmarks/scale.py [--clients 10 100 1000 10000] [--participation 0.1 1.0]
+    python benchmarks/scale.py [--clients 10 100 1000 10000] [--participation 0.05 0.1 1.0]
                                [--rounds 2] [--timeout 1200] [--json out.json]
 
 Start-up is process start to the end of round 0 (the initial evaluation): imports, data,
@@ -179,22 +179,24 @@ def measure(impl: str, n: int, p: float, rounds: int, timeout: float) -> dict[st
         "clients": n,
         "participation": p,
         "peak_rss_mb": peak / 2**20,
+        "wall_s": time.perf_counter() - start,
         **json.loads(lines[-1]),
     }
 
 
 def _table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| clients | per round | runner | start-up s | s/round | peak RSS MB | final acc |",
-        "|---|---|---|---|---|---|---|",
+        "| clients | per round | runner | wall s | start-up s | s/round | RSS MB | final acc |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         k = _k(r["clients"], r["participation"])
         if "error" in r:
-            lines.append(f"| {r['clients']} | {k} | {r['impl']} | {r['error']} | | | |")
+            lines.append(f"| {r['clients']} | {k} | {r['impl']} | {r['error']} | | | | |")
             continue
         lines.append(
-            f"| {r['clients']} | {k} | {r['impl']} | {r['startup_s']:.1f} | {r['round_s']:.2f} "
+            f"| {r['clients']} | {k} | {r['impl']} | {r['wall_s']:.1f} | {r['startup_s']:.1f} "
+            f"| {r['round_s']:.2f} "
             f"| {r['peak_rss_mb']:.0f} | {r['acc']:.3f} |"
         )
     return "\n".join(lines)
@@ -203,7 +205,7 @@ def _table(results: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100, 1000, 10000])
-    parser.add_argument("--participation", type=float, nargs="+", default=[0.1, 1.0])
+    parser.add_argument("--participation", type=float, nargs="+", default=[0.05, 0.1, 1.0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=1200)
     parser.add_argument("--json", default="")

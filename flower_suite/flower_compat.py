@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.constant import ErrorCode
 from flwr.proto.node_pb2 import NodeInfo
@@ -33,6 +33,7 @@ __all__ = [
     "log_strategy_start_info",
     "message_identity",
     "sample_nodes",
+    "set_source_node",
     "simulation_partition_map",
 ]
 
@@ -78,6 +79,17 @@ def message_identity(run_id: int = 1, node_id: int = 0, task_id: int = 1) -> Ite
         yield
     finally:
         TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def set_source_node(message: Message, node_id: int) -> Message:
+    """Give a server-made ``message`` the sender ``node_id`` (a synthetic reply, e.g. one group
+    mean per group for a strategy that identifies replies by sender) and return it.
+
+    ``Metadata.src_node_id`` has no setter; relies on its storage in
+    ``metadata.__dict__["_src_node_id"]``, which its getter reads.
+    """
+    message.metadata.__dict__["_src_node_id"] = int(node_id)
+    return message
 
 
 def sample_nodes(

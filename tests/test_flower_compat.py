@@ -37,6 +37,7 @@ from flower_suite.flower_compat import (
     log_strategy_start_info,
     message_identity,
     sample_nodes,
+    set_source_node,
 )
 
 # --- message_identity: flwr.supercore.task_identity.TaskIdentity ------------------------------
@@ -90,6 +91,15 @@ def test_message_identity_restores_a_set_identity_after_an_error(unset_identity:
         assert _instruction().metadata.run_id == 1
         raise ValueError
     assert _raw_identity() == (40, 41, 42)
+
+
+def test_set_source_node_changes_only_the_sender(task_identity: None) -> None:
+    # Metadata.src_node_id has no setter; set_source_node writes the attribute its getter reads.
+    message = _instruction()
+    before = {k: v for k, v in vars(message.metadata).items() if k != "_src_node_id"}
+    assert set_source_node(message, 77) is message
+    assert message.metadata.src_node_id == 77
+    assert {k: v for k, v in vars(message.metadata).items() if k != "_src_node_id"} == before
 
 
 # --- sample_nodes, aggregate_metricrecords: flwr.serverapp.strategy.strategy_utils -----------

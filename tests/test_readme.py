@@ -194,6 +194,22 @@ PREAMBLES: dict[str, str] = {
 
 # What each snippet shows, asserted after it ran (``printed``: what the snippet printed).
 CHECKS: dict[str, str] = {
+    "SecureRobust(FedMedian(), group_size=4)": """
+        from flower_suite.strategies.robust_rules import FedMedian as Median
+
+        assert isinstance(strategy, SecureRobust) and strategy.group_size == 4
+        assert isinstance(strategy.strategy, Median)
+        assert isinstance(app, ClientApp)
+    """,
+    'choose_group_size(40, 4, rule="median")': """
+        import pytest
+
+        assert choose_group_size(40, 4, rule="median") == 4
+        assert choose_group_size(100, 2, rule="krum") == 14
+        assert tolerated_byzantine(40, 4, rule="krum") == 3
+        with pytest.raises(ValueError, match="at most 3"):
+            choose_group_size(40, 4, rule="krum", min_group_size=5)
+    """,
     "run_experiment(config, on_round=": """
         from pathlib import Path
 

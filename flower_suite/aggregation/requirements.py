@@ -97,3 +97,33 @@ def min_inputs(rule: str, params: Mapping[str, Any]) -> int:
     if key == "trimmed_mean":
         return trimmed_mean_min_inputs(float(params.get("beta", 0.0)))
     return 1
+
+
+# Fewest inputs with which a rule's output stays bounded by the honest inputs when f of them
+# are arbitrary (its breakdown point): Krum's and Bulyan's theorems, and an honest majority
+# for the coordinate-wise median, the trimmed mean (beta n >= f) and the geometric median.
+_TOLERATING = {
+    "krum": lambda f: 2 * f + 3,
+    "multi_krum": lambda f: 2 * f + 3,
+    "bulyan": lambda f: 4 * f + 3,
+    "median": lambda f: 2 * f + 1,
+    "trimmed_mean": lambda f: 2 * f + 1,
+    "geometric_median": lambda f: 2 * f + 1,
+}
+
+
+def min_inputs_tolerating(rule: str, num_byzantine: int) -> int:
+    """Fewest inputs with which ``rule`` tolerates ``num_byzantine`` arbitrary ones.
+
+    The trimmed mean also needs ``floor(beta n) >= f``; the mean tolerates none (it raises
+    for ``f > 0``), like every rule not listed here.
+    """
+    check_count(num_byzantine, name="num_byzantine", owner=rule, minimum=0)
+    key = rule.strip().lower().replace("-", "_")
+    if key in _TOLERATING:
+        return int(_TOLERATING[key](num_byzantine))
+    if num_byzantine == 0:
+        return 1
+    raise ValueError(
+        f"{rule} has no Byzantine tolerance (known robust rules: {', '.join(_TOLERATING)})"
+    )

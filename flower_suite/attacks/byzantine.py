@@ -239,6 +239,7 @@ class UpdateAttack:
 
 OMNISCIENT = "omniscient: sees every honest update of the round (simulation injector)"
 LOCAL = "local: knows only its own update / the model size (client mod)"
+COLLUDING = "colluding: sees the colluders' own updates"
 
 BYZANTINE_ATTACKS: Registry[UpdateAttack] = Registry("byzantine attack")
 
@@ -270,7 +271,7 @@ def make_alie(
         row = alie(stats, rounds_n, f if f is not None else k, z=z)
         return row.expand(k, -1).clone()
 
-    threat = OMNISCIENT if source == "honest" else "colluding: sees the colluders' own updates"
+    threat = OMNISCIENT if source == "honest" else COLLUDING
     return UpdateAttack("alie", source == "honest", threat, fn)
 
 

@@ -108,7 +108,7 @@ def _n_s_estimate(context: Context) -> float | None:
     return None
 
 
-def _flag_active(context: Context, attack: str) -> None:
+def flag_active(context: Context, attack: str) -> None:
     context.state[_ACTIVE_KEY] = ConfigRecord({"attack": attack})
 
 
@@ -234,7 +234,7 @@ def poisoned_data_fn(
         # Evaluation uses data.test only: do not poison (nor mark the reply) there.
         if not _is_training(context) or not is_active(sched, context):
             return data
-        _flag_active(context, "data-poison")
+        flag_active(context, "data-poison")
         poisoned = fn(data.train, client_seed(seed, 0, partition_id_of(context)))
         return dataclasses.replace(data, train=poisoned)
 
@@ -276,11 +276,11 @@ def make_attacker_train_fn(
         if fn is not None:
             data = fn(data, client_seed(poison_seed, 0, partition_id_of(context)))
         if pgd is None:
-            _flag_active(context, "black-box")
+            flag_active(context, "black-box")
             return base(model, data, config, seed=seed, device=device, context=context)
         n_s = _n_s_estimate(context)
         attacker = pgd if n_s is None else dataclasses.replace(pgd, total_examples=n_s)
-        _flag_active(context, "pgd" if attacker.total_examples is None else "pgd-replacement")
+        flag_active(context, "pgd" if attacker.total_examples is None else "pgd-replacement")
         server_round = current_round(context)
         if server_round is None and pgd.radius_decay != 1.0:
             raise ValueError("PGD radius decay needs the round: add attack_context_mod")

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -245,7 +246,7 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
             engine=args.engine,
         )
     except (ConfigError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]config error:[/red] {err}", highlight=False)
+        console.print(f"[red]config error:[/red] {escape(str(err))}", highlight=False)
         return 2
     if args.dry_run:
         total = len(result.cells)
@@ -292,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # data, partitions, model shape, strategy and its contract: fail before Ray starts
         task = prepare(config)
     except (ConfigError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]config error:[/red] {err}", highlight=False)
+        console.print(f"[red]config error:[/red] {escape(str(err))}", highlight=False)
         return 2
     if args.dry_run:
         for line in dry_run_summary(task):
@@ -302,10 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(task, args, console)
     except ConfigError as err:  # e.g. an unwritable output_dir, a cluster too small
-        console.print(f"[red]config error:[/red] {err}", highlight=False)
+        console.print(f"[red]config error:[/red] {escape(str(err))}", highlight=False)
         return 2
     except BackendError as err:  # Ray could not start or attach, or its engine failed
-        console.print(f"[red]backend error:[/red] {err}", highlight=False)
+        console.print(f"[red]backend error:[/red] {escape(str(err))}", highlight=False)
         return 3
 
 

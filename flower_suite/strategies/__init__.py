@@ -44,6 +44,7 @@ from flower_suite.strategies.robust_rules import (
     SignSGD,
 )
 from flower_suite.strategies.secagg import SecAggPlus, SecAggRoundRecord
+from flower_suite.strategies.secure_robust import SecureRobust, SecureRobustRoundRecord
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
 _BUILTIN: tuple[tuple[str, Callable[..., Strategy]], ...] = (
@@ -112,6 +113,8 @@ __all__ = [
     "RoundRecord",
     "SecAggPlus",
     "SecAggRoundRecord",
+    "SecureRobust",
+    "SecureRobustRoundRecord",
     "SignSGD",
     "WeakDP",
     "create_strategy",

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from logging import ERROR, INFO, WARNING
+from logging import ERROR, INFO
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -44,7 +44,6 @@ from flower_suite.secagg import (
     SecAggAbort,
     SecAggConfig,
     SecAggError,
-    SecAggParams,
     SecAggServer,
     ShareKeysReply,
     Stage,
@@ -63,6 +62,7 @@ from flower_suite.strategies.secagg_exchange import (
     SecAggRoundRecord,
     StageExchange,
     clear_metrics,
+    record_result,
     server_notes,
 )
 from flower_suite.wire.keys import ARRAYS_KEY, METRICS_IN_CLEAR, WEIGHT_KEY
@@ -254,7 +254,7 @@ class SecAggPlus(Strategy):
         finally:
             record.errors.extend(server_notes(server, nodes))
             record.server_cpu_s = time.process_time() - cpu_start - run.wait_cpu
-        self._record_result(record, result, nodes, params)
+        record_result(record, result, nodes, params)
         return self._aggregate(server_round, arrays, result, nodes, run)
 
     def _run_protocol(
@@ -279,24 +279,6 @@ class SecAggPlus(Strategy):
         )
         unmasks = run(Stage.UNMASK, server.receive_masked_inputs(), UnmaskReply)
         return server.receive_unmask(unmasks)
-
-    @staticmethod
-    def _record_result(
-        record: SecAggRoundRecord, result: AggregateResult, nodes: list[int], params: SecAggParams
-    ) -> None:
-        record.survivors = [nodes[sid - 1] for sid in result.survivors]
-        record.dropped = {k: [nodes[s - 1] for s in v] for k, v in result.dropped.items()}
-        record.clipped_fraction = {nodes[s - 1]: f for s, f in result.clipped_fraction.items()}
-        record.total_weight = result.total_weight
-        for node, fraction in record.clipped_fraction.items():
-            if fraction > params.clip_warn_fraction:
-                log(
-                    WARNING,
-                    "SecAggPlus: node %d clipped %.2f%% of its update entries to +-%g",
-                    node,
-                    100 * fraction,
-                    params.c,
-                )
 
     def _aggregate(
         self,

@@ -10,7 +10,7 @@ one node each exclude that node with a recorded reason, never an exception.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from logging import WARNING
 from typing import Any
@@ -20,7 +20,7 @@ from flwr.common import log
 from flwr.serverapp import Grid
 
 from flower_suite.flower_compat import aggregate_metricrecords
-from flower_suite.secagg import SecAggError, SecAggServer, Stage
+from flower_suite.secagg import AggregateResult, SecAggError, SecAggParams, SecAggServer, Stage
 from flower_suite.secagg.messages import Message as ProtocolMessage
 from flower_suite.wire.keys import RECORD_KEY
 
@@ -77,9 +77,11 @@ class StageExchange:
         nodes: list[int],
         timeout: float,
         record: SecAggRoundRecord,
+        *,
+        group_id: str | None = None,
     ) -> None:
         self.grid = grid
-        self.group = str(server_round)
+        self.group = str(server_round) if group_id is None else group_id
         self.nodes = nodes
         self.sid_of = {node: sid for sid, node in enumerate(nodes, start=1)}
         self.timeout = timeout
@@ -97,6 +99,20 @@ class StageExchange:
         extra: Mapping[str, Any] | None = None,
         on_reply: Callable[[int, Any], None] | None = None,
     ) -> dict[int, Any]:
+        messages = self.build(requests, base=base, extra=extra)
+        start = time.process_time()
+        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        self.wait_cpu += time.process_time() - start
+        return self.collect(stage, requests, replies, reply_type, on_reply=on_reply)
+
+    def build(
+        self,
+        requests: Mapping[int, ProtocolMessage],
+        *,
+        base: Mapping[int, RecordDict] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> list[Message]:
+        """One Flower Message per request (secure id -> this exchange's node)."""
         messages = []
         for sid, request in requests.items():
             content = RecordDict(dict(base[sid].items())) if base else RecordDict()
@@ -109,9 +125,19 @@ class StageExchange:
                     group_id=self.group,
                 )
             )
-        start = time.process_time()
-        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
-        self.wait_cpu += time.process_time() - start
+        return messages
+
+    def collect(
+        self,
+        stage: Stage,
+        requests: Mapping[int, ProtocolMessage],
+        replies: Iterable[Message],
+        reply_type: type[ProtocolMessage],
+        *,
+        on_reply: Callable[[int, Any], None] | None = None,
+    ) -> dict[int, Any]:
+        """Parse the replies to ``requests``: one per requested node, the first kept; replies
+        from nodes that were not asked are ignored."""
         out: dict[int, Any] = {}
         answered: set[int] = set()
         for reply in replies:
@@ -151,6 +177,25 @@ class StageExchange:
         except (SecAggError, ValueError, TypeError, KeyError) as err:
             self.record.errors.append((node, stage.label, f"unreadable reply: {err}"))
             return None
+
+
+def record_result(
+    record: SecAggRoundRecord, result: AggregateResult, nodes: list[int], params: SecAggParams
+) -> None:
+    """Fill ``record`` from a completed round (secure ids -> node ids); warn about clipping."""
+    record.survivors = [nodes[sid - 1] for sid in result.survivors]
+    record.dropped = {k: [nodes[s - 1] for s in v] for k, v in result.dropped.items()}
+    record.clipped_fraction = {nodes[s - 1]: f for s, f in result.clipped_fraction.items()}
+    record.total_weight = result.total_weight
+    for node, fraction in record.clipped_fraction.items():
+        if fraction > params.clip_warn_fraction:
+            log(
+                WARNING,
+                "SecAggPlus: node %d clipped %.2f%% of its update entries to +-%g",
+                node,
+                100 * fraction,
+                params.c,
+            )
 
 
 def server_notes(server: SecAggServer | None, nodes: list[int]) -> list[tuple[int, str, str]]:

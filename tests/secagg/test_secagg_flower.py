@@ -6,117 +6,25 @@ update is known, so the secure aggregate can be checked against the plain weight
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pytest
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Context,
-    Error,
     Message,
     MessageType,
-    MetricRecord,
     RecordDict,
 )
-from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Krum
+from secagg_local_grid import SIZE, LocalGrid, arrays_of, flat
 
 from flower_suite.clients.secagg_mod import RECORD_KEY, STATE_KEY, make_secagg_mod, secagg_mod
-from flower_suite.flower_compat import Run
 from flower_suite.secagg import SecAggError, SeededRandomSource, Stage
 from flower_suite.strategies.robust_rules import FedMedian
 from flower_suite.strategies.secagg import SecAggPlus
-
-SHAPES = {"w": (6, 5), "b": (5,)}
-SIZE = 35
-
-
-def _arrays(flat: np.ndarray) -> ArrayRecord:
-    out, offset = {}, 0
-    for key, shape in SHAPES.items():
-        size = int(np.prod(shape))
-        out[key] = Array(flat[offset : offset + size].reshape(shape).astype(np.float32))
-        offset += size
-    return ArrayRecord(out)
-
-
-def _flat(record: ArrayRecord) -> np.ndarray:
-    return np.concatenate([record[k].numpy().reshape(-1) for k in SHAPES]).astype(np.float64)
-
-
-class LocalGrid(Grid):
-    """Delivers each message to ``mod(msg, context, train)`` of its node, in process.
-
-    ``fail(node, stage)`` makes a node crash (an error reply) or vanish (no reply) at a stage.
-    Every reply is recorded to check what crosses the wire.
-    """
-
-    def __init__(self, nodes: dict[int, np.ndarray], weights: dict[int, int]) -> None:
-        self.updates, self.weights = nodes, weights
-        self.contexts = {
-            n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={})
-            for n in nodes
-        }
-        self.fail: Callable[[int, int], str] = lambda node, stage: ""
-        self.seen_replies: list[Message] = []
-        self.mod = make_secagg_mod(source=None)
-
-    def train(self, msg: Message, context: Context) -> Message:
-        arrays = msg.content["arrays"]
-        local = _flat(arrays) + self.updates[context.node_id]
-        metrics = MetricRecord({"num-examples": self.weights[context.node_id], "train-loss": 0.5})
-        content = RecordDict({"arrays": _arrays(local), "metrics": metrics})
-        return Message(content=content, reply_to=msg)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.updates)
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        replies = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            stage = (
-                msg.content.config_records[RECORD_KEY]["stage"] if RECORD_KEY in msg.content else -1
-            )
-            mode = self.fail(node, int(stage))  # type: ignore[arg-type]
-            if mode == "vanish":
-                continue
-            if mode == "crash":
-                reply = _error_reply(msg, "node crashed")
-            else:
-                try:  # as Flower's ClientApp: an exception becomes an error reply
-                    reply = self.mod(msg, self.contexts[node], self.train)
-                except Exception as err:
-                    reply = _error_reply(msg, str(err))
-            self.seen_replies.append(reply)
-            replies.append(reply)
-        return replies
-
-    # unused abstract methods of Grid
-    def create_message(self, *a, **k):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def push_messages(self, *a, **k):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def pull_messages(self, *a, **k):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    @property
-    def run(self):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def set_run(self, run: Run) -> None:
-        raise NotImplementedError
-
-
-def _error_reply(msg: Message, reason: str) -> Message:
-    return Message(error=Error(code=0, reason=reason), reply_to=msg)
 
 
 @pytest.fixture
@@ -126,7 +34,7 @@ def setup(task_identity: None):
     weights = {100 + i: int(w) for i, w in enumerate(rng.integers(5, 40, 6))}
     grid = LocalGrid(nodes, weights)
     start = rng.normal(0, 1, SIZE)
-    return grid, _arrays(start), nodes, weights
+    return grid, arrays_of(start), nodes, weights
 
 
 def _strategy(**kw: object) -> SecAggPlus:
@@ -145,7 +53,7 @@ def _strategy(**kw: object) -> SecAggPlus:
 def _expected(start: ArrayRecord, nodes, weights, members) -> np.ndarray:
     w = np.array([weights[n] for n in members], dtype=np.float64)
     updates = np.stack([np.clip(nodes[n], -0.5, 0.5) for n in members])
-    return _flat(start) + (w[:, None] * updates).sum(0) / w.sum()
+    return flat(start) + (w[:, None] * updates).sum(0) / w.sum()
 
 
 def test_round_gives_the_weighted_mean_and_no_plaintext_leaves_a_client(setup) -> None:
@@ -155,7 +63,7 @@ def test_round_gives_the_weighted_mean_and_no_plaintext_leaves_a_client(setup) -
     assert arrays is not None and metrics is not None
     step = 1.0 / (2**16 - 1)
     expected = _expected(start, nodes, weights, list(nodes))
-    assert np.abs(_flat(arrays) - expected).max() < step + 1e-6  # Δ/2 plus float32 storage
+    assert np.abs(flat(arrays) - expected).max() < step + 1e-6  # Δ/2 plus float32 storage
     assert strategy.records[1].total_weight == sum(weights.values())
     assert metrics["secagg-survivors"] == 6
     assert "train-loss" not in metrics  # metrics stay on the client by default
@@ -179,7 +87,7 @@ def test_a_dropout_at_any_stage_is_survived(setup, stage: Stage, mode: str) -> N
     assert arrays is not None
     members = [n for n in nodes if not (n == 103 and stage != Stage.UNMASK)]
     expected = _expected(start, nodes, weights, members)
-    assert np.abs(_flat(arrays) - expected).max() < 1.0 / (2**16 - 1) + 1e-6
+    assert np.abs(flat(arrays) - expected).max() < 1.0 / (2**16 - 1) + 1e-6
     record = strategy.records[1]
     if stage == Stage.UNMASK:
         assert 103 in record.survivors and record.dropped["unmask"] == [103]
@@ -227,7 +135,7 @@ def test_a_client_discards_a_tampered_share_and_stays(setup) -> None:
     assert 101 in record.survivors and len(record.survivors) == 6
     assert [node for node, stage, _ in record.errors] == [101]
     assert "no valid share" in record.errors[0][2]
-    assert np.abs(_flat(arrays) - _expected(start, nodes, weights, list(nodes))).max() < 1e-4
+    assert np.abs(flat(arrays) - _expected(start, nodes, weights, list(nodes))).max() < 1e-4
 
 
 def test_mod_refuses_plain_train_messages_and_passes_others(task_identity: None) -> None:

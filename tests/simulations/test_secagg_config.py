@@ -6,8 +6,11 @@ import pytest
 
 from flower_suite.simulations import load_config, run_experiment
 from flower_suite.simulations.config import ConfigError
+from flower_suite.simulations.engine.prepare import prepare
 from flower_suite.simulations.engine.server import build_strategy
+from flower_suite.strategies.robust_rules import FedMedian
 from flower_suite.strategies.secagg import SecAggPlus
+from flower_suite.strategies.secure_robust import SecureRobust
 
 SMALL = ["rounds=3", "num_clients=6"]
 
@@ -20,6 +23,23 @@ SMALL = ["rounds=3", "num_clients=6"]
         (["secagg.clipping_range=-1.0"], "secagg: clipping_range"),
         (["secagg.num_shares=5", "strategy.name=krum"], "secagg: strategy 'krum' inspects"),
         (["secagg.num_shares=5", "lowrank.rank_ratio=0.25"], "secagg: not supported together"),
+        (["secagg.group_size=2"], r"secagg\.group_size: group_size must be >= 3"),
+        (["secagg.group_size=7"], r"secagg\.group_size: 6 clients per round cannot form"),
+        (["secagg.group_size=3", "secagg.seed=1"], r"secagg\.seed: unknown keyword"),
+        (["secagg.group_size=3", "strategy.name=fedma"], "secagg: strategy 'fedma'"),
+        (
+            ["secagg.group_size=3", "attack.name=alie", "attack.num_attackers=1"],
+            r"attack\.name: 'alie' as configured is omniscient .*source = .own.",
+        ),
+        (
+            [
+                "secagg.group_size=3",
+                "attack.name=gaussian_noise",
+                "attack.num_attackers=1",
+                "clients_per_round=3",
+            ],
+            "attack.pattern: fixed_frequency re-targets a partial sample",
+        ),
     ],
 )
 def test_bad_secagg_sections_name_the_field(overrides: list[str], message: str) -> None:
@@ -61,8 +81,58 @@ def test_secure_run_matches_plain_fedavg_accuracy() -> None:
 def test_max_weight_below_a_clients_example_count_is_a_config_error() -> None:
     """A secure client refuses a weight above max_weight (it would drop out of every round):
     the runner says so before Ray starts, naming the field."""
-    from flower_suite.simulations.engine.runner import prepare
-
     config = load_config("digits_fedavg", ["num_clients=5", "secagg.max_weight=100"])
     with pytest.raises(ConfigError, match=r"secagg.max_weight: 100 is below .* 288"):
         prepare(config)
+
+
+def test_group_size_runs_the_configured_robust_rule_over_secure_group_means() -> None:
+    config = load_config(
+        "digits_fedavg", [*SMALL, "seed=5", "strategy.name=fedmedian", "secagg.group_size=3"]
+    )
+    strategy = build_strategy(config)
+    assert isinstance(strategy, SecureRobust) and isinstance(strategy.strategy, FedMedian)
+    assert (strategy.group_size, strategy.seed) == (3, 5)  # the experiment's seed
+
+
+def test_client_side_attacks_run_under_group_wise_secure_aggregation() -> None:
+    for attack in (
+        ["attack.name=gaussian_noise"],
+        ["attack.name=alie", "attack.params.source='own'"],
+    ):
+        config = load_config(
+            "digits_fedavg",
+            [*SMALL, "strategy.name=fedmedian", "secagg.group_size=3", "attack.num_attackers=1",
+             *attack],
+        )  # fmt: skip
+        assert isinstance(build_strategy(config), SecureRobust)
+
+
+def test_a_rule_that_needs_more_group_means_than_a_round_forms_is_refused_before_the_run() -> None:
+    # Krum with f = 1 needs 5 inputs; 6 clients in groups of 3 give 2 group means
+    config = load_config(
+        "digits_fedavg",
+        [*SMALL, "strategy.name=krum", "strategy.num_malicious_nodes=1", "secagg.group_size=3"],
+    )
+    with pytest.raises(ConfigError, match=r"secagg\.group_size: the rule sees 2 group means"):
+        prepare(config)
+
+
+@pytest.mark.simulation
+def test_secure_median_of_group_means_trains_and_repeats_exactly() -> None:
+    overrides = [
+        "rounds=3",
+        "num_clients=9",
+        "engine='inprocess'",
+        "model.name=mlp",
+        "strategy.name=fedmedian",
+        "secagg.group_size=3",
+        "secagg.max_weight=200",
+        "secagg.stochastic_rounding=false",
+    ]
+    first = run_experiment(load_config("digits_fedavg", overrides), record=False).rows
+    again = run_experiment(load_config("digits_fedavg", overrides), record=False).rows
+    assert [r["test-acc"] for r in first] == [r["test-acc"] for r in again]
+    assert first[-1]["test-acc"] > 0.8
+    assert all(r["rule-secure-groups"] == 3 for r in first[1:])
+    assert all(r["rule-secure-groups-aborted"] == 0 for r in first[1:])

@@ -183,7 +183,8 @@ def _check_sections(config: ExperimentConfig) -> None:
         config.secagg,
         sampled_clients=config.sampled_clients,
         strategy=config.strategy.name,
-        attack_enabled=config.attack.enabled,
+        attack=config.attack,
+        num_clients=config.num_clients,
         lowrank_enabled=config.lowrank.enabled,
     )
     validate_compression(

@@ -60,13 +60,16 @@ def simulation_client_app(
     device = "cpu" if task.config.resources.num_gpus == 0 else None
     train_fn: TrainFn = default_train
     plan = task.threat_plan()
+    threat_mods: list[Mod] = []
     if plan is not None:  # [attack]: attacker partitions attack, the others stay honest
-        threat = client_threat(plan, task.config.seed)
+        threat = client_threat(plan, task.config.seed, data_fn)
         data_fn = threat.wrap_data_fn(data_fn)
-        mods = [*threat.mods, *mods]
+        threat_mods = threat.mods
         train_fn = threat.train_fn
-    if task.config.secagg_enabled:  # [secagg]: every client masks its update
-        mods = [*mods, secagg_mod]
+    if task.config.secagg_enabled:  # [secagg]: every client masks its update, an attacker
+        mods = [*mods, secagg_mod, *threat_mods]  # its poisoned one (the attack acts first)
+    else:
+        mods = [*threat_mods, *mods]
     compression = task.config.compression
     if compression.enabled:  # [compression]: outermost, so it sends what the others made
         codec_mod = make_compression_mod(

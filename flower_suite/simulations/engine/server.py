@@ -21,6 +21,7 @@ from flower_suite.data.partition import format_histograms
 from flower_suite.flower_compat import aggregate_metricrecords
 from flower_suite.registry import accepted_parameters
 from flower_suite.simulations.config import ExperimentConfig
+from flower_suite.simulations.config.secagg import GROUP_SIZE
 from flower_suite.simulations.engine.attack_hooks import attack_metrics
 from flower_suite.simulations.engine.hooks import DEFAULT_HOOKS, HookContext, HookFactory
 from flower_suite.simulations.engine.metering import MeteredGrid
@@ -32,6 +33,7 @@ from flower_suite.strategies import STRATEGIES
 from flower_suite.strategies.compressed import Compressed
 from flower_suite.strategies.lowrank import LowRankWarmup
 from flower_suite.strategies.secagg import SecAggPlus
+from flower_suite.strategies.secure_robust import SecureRobust
 
 RoundCallback = Callable[[Mapping[str, Any]], None]
 
@@ -118,7 +120,10 @@ def build_strategy(
                 "cannot decode a masked sum of codes)"
             )
         strategy = Compressed(strategy, config.compression.build())
-    if config.secagg_enabled:
+    if config.secagg_enabled and GROUP_SIZE in config.secagg:
+        # group-wise SecAgg+, the configured rule over the group means (seeded by the run)
+        strategy = SecureRobust(strategy, seed=config.seed, **dict(config.secagg))
+    elif config.secagg_enabled:
         # SecAggPlus(strategy, **[secagg]); a rule that inspects updates was refused earlier.
         strategy = SecAggPlus(strategy, **dict(config.secagg))
     return strategy

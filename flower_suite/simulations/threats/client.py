@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from flwr.app import Context
 
-from flower_suite.attacks.byzantine import BYZANTINE_ATTACKS
+from flower_suite.attacks.byzantine import BYZANTINE_ATTACKS, COLLUDING
 from flower_suite.attacks.pgd import PGDTrain
 from flower_suite.attacks.poison import mix_poison
 from flower_suite.clients.attacker import attack_context_mod, byzantine_mod, make_attacker_train_fn
@@ -27,6 +27,7 @@ from flower_suite.clients.client_app import (
     default_train,
     partition_id_of,
 )
+from flower_suite.clients.colluding import make_colluding_train_fn
 from flower_suite.data.dataset import ArrayDataset
 from flower_suite.flower_compat import Mod
 from flower_suite.simulations.config.attack import label_mapping
@@ -72,8 +73,9 @@ def _holders_data_fn(plan: ThreatPlan) -> Callable[[DataFn], DataFn]:
     return wrap
 
 
-def client_threat(plan: ThreatPlan, seed: int) -> ClientThreat:
-    """Attacker pieces of the ClientApp for ``plan`` (``seed`` fixes each attacker's ``D'``)."""
+def client_threat(plan: ThreatPlan, seed: int, data_fn: DataFn | None = None) -> ClientThreat:
+    """Attacker pieces of the ClientApp for ``plan`` (``seed`` fixes each attacker's ``D'``;
+    ``data_fn`` lets colluding attackers load their colluders' partitions)."""
     attack = plan.attack
     out = ClientThreat(wrap_data_fn=_holders_data_fn(plan))
     if attack.is_edge:
@@ -103,9 +105,18 @@ def client_threat(plan: ThreatPlan, seed: int) -> ClientThreat:
         )
         out.mods = [attack_context_mod]
     elif attack.name in BYZANTINE_ATTACKS and not plan.omniscient:
+        update_attack = BYZANTINE_ATTACKS.create(attack.name, **attack.params)
+        if update_attack.threat_model == COLLUDING:  # ALIE from the colluders' own updates
+            if data_fn is None:
+                raise ValueError(f"{attack.name}: a colluding attack needs the ClientApp's data_fn")
+            out.train_fn = make_colluding_train_fn(
+                update_attack, plan.schedule, plan.attackers, data_fn, seed=seed
+            )
+            out.mods = [attack_context_mod]
+            return out
         out.mods = [
             attack_context_mod,
-            byzantine_mod(attack.name, plan.schedule, seed=seed, **attack.params),
+            byzantine_mod(update_attack, plan.schedule, seed=seed),
         ]
     # Omniscient attacks (ALIE, IPM): clients stay honest; the server-side injector rewrites.
     return out
