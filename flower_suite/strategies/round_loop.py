@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from logging import INFO
 
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
@@ -75,3 +75,82 @@ def run_rounds(
     for line in io.StringIO(str(result)):
         log(INFO, "\t%s", line.strip("\n"))
     return result
+
+
+class RoundWrapper(Strategy):
+    """A wrapper around ``self.strategy`` whose training round is its own ``train_round``
+    (several round trips: SecAggPlus's protocol stages, SecureRobust's groups); evaluation,
+    the record keys and the round loop are the wrapped strategy's and :func:`run_rounds`."""
+
+    strategy: Strategy
+    round_label = "ROUND"
+
+    @property
+    def arrayrecord_key(self) -> str:
+        return str(getattr(self.strategy, "arrayrecord_key", "arrays"))
+
+    @property
+    def weighted_by_key(self) -> str:
+        return str(getattr(self.strategy, "weighted_by_key", "num-examples"))
+
+    def train_round(
+        self,
+        grid: Grid,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        timeout: float = 3600.0,
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        raise NotImplementedError
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        raise RuntimeError(
+            f"{type(self).__name__} needs several round trips per round: call start() or "
+            "train_round(), not configure_train/aggregate_train"
+        )
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        raise RuntimeError(
+            f"{type(self).__name__} aggregates inside train_round(); see configure_train"
+        )
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+        should_stop: Callable[[int, Result], bool] | None = None,
+    ) -> Result:
+        log(INFO, "Starting %s(%s):", type(self).__name__, type(self.strategy).__name__)
+        self.summary()
+        train_config = ConfigRecord() if train_config is None else train_config
+        return run_rounds(
+            self,
+            grid,
+            initial_arrays,
+            num_rounds,
+            lambda rnd, arrays: self.train_round(grid, rnd, arrays, train_config, timeout),
+            timeout=timeout,
+            evaluate_config=evaluate_config,
+            evaluate_fn=evaluate_fn,
+            should_stop=should_stop,
+            label=self.round_label,
+        )

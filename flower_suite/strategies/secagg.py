@@ -27,14 +27,13 @@ FedMA cannot be wrapped: its replies are individual layers, not a sum.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
 from logging import ERROR, INFO
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Result, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from flower_suite.secagg import (
     AdvertiseKeys,
@@ -57,7 +56,7 @@ from flower_suite.strategies.contract import (
 )
 from flower_suite.strategies.decoding import ArrayLayout
 from flower_suite.strategies.fedma import FedMA
-from flower_suite.strategies.round_loop import run_rounds
+from flower_suite.strategies.round_loop import RoundWrapper
 from flower_suite.strategies.secagg_exchange import (
     SecAggRoundRecord,
     StageExchange,
@@ -83,7 +82,7 @@ FEDMA_REFUSAL = (
 )
 
 
-class SecAggPlus(Strategy):
+class SecAggPlus(RoundWrapper):
     """SecAgg (``num_shares=1.0``) or SecAgg+ (``num_shares=k`` odd, ``k < n``) around
     ``strategy``.
 
@@ -108,6 +107,7 @@ class SecAggPlus(Strategy):
 
     # It aggregates only the sum itself; it runs its own protocol round trips.
     capabilities = Capabilities(secure_aggregation=True, own_round_structure=True)
+    round_label = "SECURE ROUND"
 
     def __init__(
         self,
@@ -156,15 +156,7 @@ class SecAggPlus(Strategy):
         self.source = source
         self.records: dict[int, SecAggRoundRecord] = {}
 
-    # -- Strategy API -----------------------------------------------------------------------
-    @property
-    def arrayrecord_key(self) -> str:
-        return str(getattr(self.strategy, "arrayrecord_key", "arrays"))
-
-    @property
-    def weighted_by_key(self) -> str:
-        return str(getattr(self.strategy, "weighted_by_key", "num-examples"))
-
+    # -- contract ----------------------------------------------------------------------------
     def min_replies(self) -> int:
         """The wrapped strategy's (the protocol's own minimum is checked per round)."""
         return int(getattr(self.strategy, "min_replies", lambda: 1)())
@@ -184,29 +176,6 @@ class SecAggPlus(Strategy):
         self.strategy.summary()
         settings = ", ".join(f"{k}={v}" for k, v in vars(self.config).items())
         log(INFO, "\t├── Secure aggregation (SecAgg+): %s", settings)
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        raise RuntimeError(
-            "SecAggPlus needs several round trips per round: call start() or train_round(), "
-            "not configure_train/aggregate_train"
-        )
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        raise RuntimeError("SecAggPlus aggregates inside train_round(); see configure_train")
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
 
     # -- one secure round --------------------------------------------------------------------
     def train_round(
@@ -312,31 +281,3 @@ class SecAggPlus(Strategy):
             message_type=MessageType.TRAIN,
         )
         return self.strategy.aggregate_train(server_round, [synthetic])
-
-    # -- the round loop (Strategy.start's, with train_round in place of one round trip) ------
-    def start(
-        self,
-        grid: Grid,
-        initial_arrays: ArrayRecord,
-        num_rounds: int = 3,
-        timeout: float = 3600,
-        train_config: ConfigRecord | None = None,
-        evaluate_config: ConfigRecord | None = None,
-        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
-        should_stop: Callable[[int, Result], bool] | None = None,
-    ) -> Result:
-        log(INFO, "Starting SecAggPlus(%s):", type(self.strategy).__name__)
-        self.summary()
-        train_config = ConfigRecord() if train_config is None else train_config
-        return run_rounds(
-            self,
-            grid,
-            initial_arrays,
-            num_rounds,
-            lambda rnd, arrays: self.train_round(grid, rnd, arrays, train_config, timeout),
-            timeout=timeout,
-            evaluate_config=evaluate_config,
-            evaluate_fn=evaluate_fn,
-            should_stop=should_stop,
-            label="SECURE ROUND",
-        )

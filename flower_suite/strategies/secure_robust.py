@@ -21,14 +21,13 @@ when too few group means remain for the rule. No client reply can make ``train_r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Result, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from flower_suite.flower_compat import set_source_node
 from flower_suite.secagg import RandomSource, SecAggConfig
@@ -40,7 +39,7 @@ from flower_suite.strategies.contract import (
     capabilities_of,
 )
 from flower_suite.strategies.decoding import ArrayLayout
-from flower_suite.strategies.round_loop import run_rounds
+from flower_suite.strategies.round_loop import RoundWrapper
 from flower_suite.strategies.secagg_exchange import clear_metrics
 from flower_suite.strategies.secagg_groups import GroupedProtocol, GroupRun, SecureRobustRoundRecord
 from flower_suite.wire.keys import ARRAYS_KEY, METRICS_IN_CLEAR, WEIGHT_KEY
@@ -61,7 +60,7 @@ def _refusal(strategy: Strategy) -> str:
     return ""
 
 
-class SecureRobust(Strategy):
+class SecureRobust(RoundWrapper):
     """Group-wise SecAgg+ with ``strategy``'s rule over the group means.
 
     Parameters
@@ -85,6 +84,7 @@ class SecureRobust(Strategy):
     """
 
     capabilities = Capabilities(own_round_structure=True)
+    round_label = "SECURE ROBUST ROUND"
 
     def __init__(
         self,
@@ -138,14 +138,6 @@ class SecureRobust(Strategy):
         self.records: dict[int, SecureRobustRoundRecord] = {}
 
     # -- contract ----------------------------------------------------------------------------
-    @property
-    def arrayrecord_key(self) -> str:
-        return str(getattr(self.strategy, "arrayrecord_key", "arrays"))
-
-    @property
-    def weighted_by_key(self) -> str:
-        return str(getattr(self.strategy, "weighted_by_key", "num-examples"))
-
     def min_replies(self) -> int:
         """Clients a round needs: enough groups of ``g`` for the rule's fewest inputs."""
         inner = int(getattr(self.strategy, "min_replies", lambda: 1)())
@@ -187,29 +179,6 @@ class SecureRobust(Strategy):
             self.seed,
         )
         log(INFO, "\t├── SecAgg+ per group: %s", settings)
-
-    # -- Strategy API ------------------------------------------------------------------------
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        raise RuntimeError(
-            "SecureRobust needs several round trips per round: call start() or train_round()"
-        )
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        raise RuntimeError("SecureRobust aggregates inside train_round(); see configure_train")
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
 
     # -- one round -----------------------------------------------------------------------------
     def train_round(
@@ -339,36 +308,3 @@ class SecureRobust(Strategy):
                 if key not in out:
                     out[key] = value
         return out
-
-    # -- the round loop --------------------------------------------------------------------------
-    def start(
-        self,
-        grid: Grid,
-        initial_arrays: ArrayRecord,
-        num_rounds: int = 3,
-        timeout: float = 3600,
-        train_config: ConfigRecord | None = None,
-        evaluate_config: ConfigRecord | None = None,
-        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
-        should_stop: Callable[[int, Result], bool] | None = None,
-    ) -> Result:
-        log(
-            INFO,
-            "Starting SecureRobust(%s, group_size=%d):",
-            type(self.strategy).__name__,
-            self.group_size,
-        )
-        self.summary()
-        train_config = ConfigRecord() if train_config is None else train_config
-        return run_rounds(
-            self,
-            grid,
-            initial_arrays,
-            num_rounds,
-            lambda rnd, arrays: self.train_round(grid, rnd, arrays, train_config, timeout),
-            timeout=timeout,
-            evaluate_config=evaluate_config,
-            evaluate_fn=evaluate_fn,
-            should_stop=should_stop,
-            label="SECURE ROBUST ROUND",
-        )

@@ -136,3 +136,31 @@ def test_secure_median_of_group_means_trains_and_repeats_exactly() -> None:
     assert first[-1]["test-acc"] > 0.8
     assert all(r["rule-secure-groups"] == 3 for r in first[1:])
     assert all(r["rule-secure-groups-aborted"] == 0 for r in first[1:])
+
+
+@pytest.mark.simulation
+def test_colluding_alie_under_group_wise_secure_aggregation_is_measured_without_norms() -> None:
+    config = load_config(
+        "digits_fedavg",
+        [
+            "rounds=2",
+            "num_clients=12",
+            "engine='inprocess'",
+            "model.name=mlp",
+            "strategy.name=fedmedian",
+            "secagg.group_size=3",
+            "secagg.max_weight=200",
+            "attack.name=alie",
+            "attack.params.source='own'",
+            "attack.params.z=1.0",
+            "attack.num_attackers=2",
+            "attack.pattern=fixed_pool",
+        ],
+    )
+    rows = run_experiment(config, record=False).rows
+    for row in rows[1:]:
+        assert row["attacker-participated"] == 2  # every client is sampled
+        assert 0 <= row["attacker-selected"] <= 2
+        assert "update-norm-mean" not in row  # nobody sees an update
+        assert row["rule-secure-groups"] == 4
+    assert rows[-1]["test-acc"] > 0.5

@@ -13,7 +13,9 @@ grid's observations and the plan) from the :class:`HookContext`.
   ``honest-edge-selected`` likewise for honest edge holders.
 - ``update-norm-mean`` / ``update-norm-median`` (honest replies), ``update-norm-attacker``
   (mean over active attackers), and ``update-norm-p<partition>`` per reply: every reply's
-  ``||w_i - w||`` in float64, as the strategy received it (after any injection).
+  ``||w_i - w||`` in float64, as the strategy received it (after any injection). Under
+  secure aggregation no update is seen: participation and selection come from the secure
+  strategy's sampled nodes and selected groups, and no norm is reported.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from flwr.app import ArrayRecord
 
 from flower_suite.attacks.edge_case import relabel
 from flower_suite.simulations.engine.hooks import HookContext, RoundHook, TestSetEvaluation
+from flower_suite.simulations.threats import RoundObservation
 
 __all__ = ["attack_metrics"]
 
@@ -42,6 +45,19 @@ def _selected_partitions(ctx: HookContext, server_round: int, received: list[int
         return {int(n) for n in record.selected}
     rejected = {int(n) for n, _ in record.rejected}
     return {n for n in received if n not in rejected}
+
+
+def _masked_round(ctx: HookContext, server_round: int) -> RoundObservation | None:
+    """Under secure aggregation the attack grid sees no update: the nodes the secure strategy
+    sampled (its ``records[round].sampled``) and their partitions, without norms."""
+    records = getattr(ctx.strategy, "records", None)
+    record = records.get(server_round) if isinstance(records, dict) else None
+    sampled = getattr(record, "sampled", None)
+    if not sampled:
+        return None
+    partitions = getattr(ctx.grid, "partitions", {})
+    nodes = [int(n) for n in sampled]
+    return RoundObservation(partitions=[int(partitions.get(n, -1)) for n in nodes], node_ids=nodes)
 
 
 def attack_metrics(ctx: HookContext) -> RoundHook:
@@ -69,7 +85,7 @@ def attack_metrics(ctx: HookContext) -> RoundHook:
         out: dict[str, Any] = {}
         for evaluation in evaluations:
             out.update(evaluation(server_round, arrays))
-        observed = grid.rounds.get(server_round)
+        observed = grid.rounds.get(server_round) or _masked_round(ctx, server_round)
         if observed is None:  # round 0 (the initial model) or a round without training
             return out
         selected = _selected_partitions(ctx, server_round, observed.node_ids)
@@ -78,8 +94,6 @@ def attack_metrics(ctx: HookContext) -> RoundHook:
         )
         chosen = np.array([node in selected for node in observed.node_ids], dtype=bool)
         is_holder = np.array([p in holders for p in observed.partitions], dtype=bool)
-        norms = np.asarray(observed.norms, dtype=np.float64)
-        honest = norms[~attackers]
         out.update(
             {
                 "attacker-participated": float(attackers.sum()),
@@ -88,6 +102,10 @@ def attack_metrics(ctx: HookContext) -> RoundHook:
                 "honest-edge-selected": float((is_holder & chosen).sum()),
             }
         )
+        if not observed.norms:  # secure aggregation: nobody sees an update
+            return out
+        norms = np.asarray(observed.norms, dtype=np.float64)
+        honest = norms[~attackers]
         # One scalar column per partition (run files plot and tabulate scalars).
         out.update(
             {f"update-norm-p{p}": float(v) for p, v in zip(observed.partitions, norms, strict=True)}
