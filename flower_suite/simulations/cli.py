@@ -246,7 +246,9 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
             engine=args.engine,
         )
     except (ConfigError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]config error:[/red] {escape(str(err))}", highlight=False)
+        console.print(
+            f"[red]config error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
         return 2
     if args.dry_run:
         total = len(result.cells)
@@ -293,7 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # data, partitions, model shape, strategy and its contract: fail before Ray starts
         task = prepare(config)
     except (ConfigError, FileNotFoundError, ValueError) as err:
-        console.print(f"[red]config error:[/red] {escape(str(err))}", highlight=False)
+        console.print(
+            f"[red]config error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
         return 2
     if args.dry_run:
         for line in dry_run_summary(task):
@@ -303,10 +307,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(task, args, console)
     except ConfigError as err:  # e.g. an unwritable output_dir, a cluster too small
-        console.print(f"[red]config error:[/red] {escape(str(err))}", highlight=False)
+        console.print(
+            f"[red]config error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
         return 2
     except BackendError as err:  # Ray could not start or attach, or its engine failed
-        console.print(f"[red]backend error:[/red] {escape(str(err))}", highlight=False)
+        console.print(
+            f"[red]backend error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
         return 3
 
 
