@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedMedian as FlowerMedian
 from secagg_local_grid import SIZE, LocalGrid, arrays_of, flat
 
 from flower_suite.secagg import SeededRandomSource, Stage
@@ -213,3 +214,15 @@ def test_strategies_that_need_individual_replies_or_own_rounds_are_refused() -> 
         SecureRobust(FedMedian(), 4, clipping_range=-1.0)
     with pytest.raises(RuntimeError, match="train_round"):
         SecureRobust(FedMedian(), 4).configure_train(1, ArrayRecord(), ConfigRecord(), None)  # type: ignore[arg-type]
+
+
+def test_flowers_own_median_takes_the_group_means(task_identity: None) -> None:
+    grid, start = _grid()
+    strategy = _secure(FlowerMedian(min_available_nodes=13, min_train_nodes=13))
+    arrays, metrics = strategy.train_round(grid, 1, start, ConfigRecord({}))
+    assert arrays is not None and metrics is not None
+    record = strategy.records[1]
+    means = np.stack([_group_mean(grid, g) for g in record.groups])
+    expected = flat(start) + np.median(means, axis=0)
+    assert np.abs(flat(arrays) - expected).max() < STEP + 1e-6
+    assert metrics["secure-groups-selected"] == 3  # no records of its own: every mean used
